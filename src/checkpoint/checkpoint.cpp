@@ -1,0 +1,248 @@
+#include "checkpoint/checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "checkpoint/safetensors.h"
+#include "core/fs.h"
+#include "core/sha256.h"
+
+namespace nmoe {
+
+namespace sfs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int kFormatVersion = 1;
+
+std::vector<int64_t> dims(const Shape& s) { return std::vector<int64_t>(s.d.begin(), s.d.begin() + s.n); }
+
+std::string dims_str(const std::vector<int64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+// Host copies of device tensors, kept alive until the safetensors file is written.
+struct HostTensors {
+  std::vector<std::vector<char>> bufs;
+  const void* copy(Backend& B, const Tensor& t) {
+    bufs.emplace_back(t.nbytes());
+    B.copy_to_host(bufs.back().data(), t);
+    return bufs.back().data();
+  }
+};
+
+// Reads a stored tensor into a device tensor, converting between F32 and F64 if needed.
+void read_tensor(const safetensors::Reader& r, const std::string& name, Backend& B, const Tensor& dst) {
+  NMOE_CHECK(r.has(name), "checkpoint is missing tensor '", name, "'");
+  const auto& info = r.info(name);
+  NMOE_CHECK(info.shape == dims(dst.shape), "tensor '", name, "' has shape ", dims_str(info.shape),
+             " in the checkpoint but the model expects ", dst.shape.str());
+  if (info.dtype == dst.dtype) {
+    std::vector<char> buf(dst.nbytes());
+    r.read_into(name, dst.dtype, dims(dst.shape), buf.data());
+    B.copy_from_host(dst, buf.data());
+    return;
+  }
+  const int64_t n = dst.numel();
+  std::vector<double> d(n);
+  if (info.dtype == DType::F32) {
+    std::vector<float> f(n);
+    r.read_into(name, DType::F32, info.shape, f.data());
+    std::copy(f.begin(), f.end(), d.begin());
+  } else {
+    NMOE_CHECK(info.dtype == DType::F64, "tensor '", name, "' is ", dtype_name(info.dtype),
+               "; expected F32 or F64");
+    r.read_into(name, DType::F64, info.shape, d.data());
+  }
+  if (dst.dtype == DType::F64) {
+    B.copy_from_host(dst, d.data());
+  } else {
+    NMOE_CHECK(dst.dtype == DType::F32, "cannot load into a ", dtype_name(dst.dtype), " tensor");
+    std::vector<float> f(d.begin(), d.end());
+    B.copy_from_host(dst, f.data());
+  }
+}
+
+json cursor_json(const LoaderCursor& c) {
+  return {{"file", c.file}, {"pos", c.pos}, {"wraps", c.wraps}, {"sequences", c.sequences}};
+}
+
+LoaderCursor cursor_from_json(const json& j) {
+  LoaderCursor c;
+  c.file = j.at("file").get<int64_t>();
+  c.pos = j.at("pos").get<int64_t>();
+  c.wraps = j.at("wraps").get<int64_t>();
+  c.sequences = j.at("sequences").get<int64_t>();
+  return c;
+}
+
+int64_t step_of(const std::string& name) {
+  if (name.rfind("step_", 0) != 0 || name.size() != 13) return -1;
+  for (size_t i = 5; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return -1;
+  return std::stoll(name.substr(5));
+}
+
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  if (!sfs::is_directory(dir)) return out;
+  for (const auto& e : sfs::directory_iterator(dir)) {
+    if (!e.is_directory()) continue;
+    int64_t s = step_of(e.path().filename().string());
+    if (s >= 0 && sfs::exists(e.path() / "state.json")) out.emplace_back(s, e.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void remove_stale_temporaries(const std::string& dir) {
+  for (const auto& e : sfs::directory_iterator(dir))
+    if (e.path().filename().string().find(".tmp-") != std::string::npos) sfs::remove_all(e.path());
+}
+
+}  // namespace
+
+std::string checkpoint_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+void save_weights(const std::string& path, Model& model, bool fsync) {
+  Backend& B = model.backend();
+  HostTensors host;
+  safetensors::Writer w;
+  for (const Param& p : model.params().all()) w.add(p.spec.name, p.w.dtype, dims(p.w.shape), host.copy(B, p.w));
+  for (const auto& [name, t] : model.buffers()) w.add(name, t.dtype, dims(t.shape), host.copy(B, t));
+  w.set_metadata("format", "nmoe");
+  w.write(path, fsync);
+}
+
+void load_weights(const std::string& path, Model& model) {
+  auto r = safetensors::Reader::open(path);
+  Backend& B = model.backend();
+  for (const Param& p : model.params().all()) read_tensor(r, p.spec.name, B, p.w);
+  for (const auto& [name, t] : model.buffers()) read_tensor(r, name, B, t);
+}
+
+std::string save_checkpoint(const std::string& checkpoint_dir, const CheckpointState& st, Model& model,
+                            bool fsync, int64_t keep_last_n) {
+  fs::make_dirs(checkpoint_dir);
+  remove_stale_temporaries(checkpoint_dir);
+  const std::string name = checkpoint_name(st.step);
+  const std::string final_dir = checkpoint_dir + "/" + name;
+  const std::string tmp = fs::temp_sibling(final_dir);
+  fs::make_dirs(tmp);
+
+  save_weights(tmp + "/model.safetensors", model, fsync);
+  {
+    Backend& B = model.backend();
+    HostTensors host;
+    safetensors::Writer w;
+    for (const Param& p : model.params().all()) {
+      w.add("exp_avg/" + p.spec.name, p.m.dtype, dims(p.m.shape), host.copy(B, p.m));
+      w.add("exp_avg_sq/" + p.spec.name, p.v.dtype, dims(p.v.shape), host.copy(B, p.v));
+    }
+    w.write(tmp + "/optimizer.safetensors", fsync);
+  }
+  json j;
+  j["format_version"] = kFormatVersion;
+  j["step"] = st.step;
+  j["tokens_seen"] = st.tokens_seen;
+  j["adam_steps"] = st.adam_steps;
+  j["loader"] = cursor_json(st.loader);
+  j["rng"] = {std::to_string(st.rng[0]), std::to_string(st.rng[1]), std::to_string(st.rng[2]),
+              std::to_string(st.rng[3])};
+  j["world_size"] = st.world_size;
+  j["run_id"] = st.run_id;
+  j["fingerprint"] = st.fingerprint;
+  j["fingerprint_config"] = json::parse(st.fingerprint_json);
+  j["config"] = json::parse(st.config_json);
+  j["files"] = {{"model.safetensors", sha256_file_hex(tmp + "/model.safetensors")},
+                {"optimizer.safetensors", sha256_file_hex(tmp + "/optimizer.safetensors")}};
+  fs::write_file_atomic(tmp + "/state.json", j.dump(2) + "\n", fsync);
+
+  if (sfs::exists(final_dir)) sfs::remove_all(final_dir);
+  sfs::rename(tmp, final_dir);
+  if (fsync) fs::fsync_path(checkpoint_dir);
+  fs::write_file_atomic(checkpoint_dir + "/latest", name + "\n", fsync);
+
+  auto all = complete_checkpoints(checkpoint_dir);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last_n) < all.size(); ++i) sfs::remove_all(all[i].second);
+  return final_dir;
+}
+
+std::optional<std::string> find_latest_checkpoint(const std::string& checkpoint_dir) {
+  const std::string latest = checkpoint_dir + "/latest";
+  if (sfs::exists(latest)) {
+    std::string name = fs::read_file(latest);
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    const std::string dir = checkpoint_dir + "/" + name;
+    if (step_of(name) >= 0 && sfs::exists(dir + "/state.json")) return dir;
+  }
+  auto all = complete_checkpoints(checkpoint_dir);
+  if (all.empty()) return std::nullopt;
+  return all.back().second;
+}
+
+CheckpointState read_checkpoint_state(const std::string& ckpt_dir) {
+  json j;
+  try {
+    j = json::parse(fs::read_file(ckpt_dir + "/state.json"));
+  } catch (const json::exception& e) {
+    fail("checkpoint '", ckpt_dir, "': state.json is not valid JSON (", e.what(), ")");
+  }
+  CheckpointState st;
+  try {
+    NMOE_CHECK(j.at("format_version").get<int>() == kFormatVersion, "checkpoint '", ckpt_dir,
+               "' has format version ", j.at("format_version").get<int>(), "; this build reads version ",
+               kFormatVersion);
+    st.step = j.at("step").get<int64_t>();
+    st.tokens_seen = j.at("tokens_seen").get<double>();
+    st.adam_steps = j.at("adam_steps").get<int64_t>();
+    st.loader = cursor_from_json(j.at("loader"));
+    for (int i = 0; i < 4; ++i) st.rng[i] = std::stoull(j.at("rng").at(i).get<std::string>());
+    st.world_size = j.at("world_size").get<int64_t>();
+    st.run_id = j.at("run_id").get<std::string>();
+    st.fingerprint = j.at("fingerprint").get<std::string>();
+    st.fingerprint_json = j.at("fingerprint_config").dump();
+    st.config_json = j.at("config").dump();
+    for (const auto& [file, sum] : j.at("files").items()) {
+      std::string actual = sha256_file_hex(ckpt_dir + "/" + file);
+      NMOE_CHECK(actual == sum.get<std::string>(), "checkpoint '", ckpt_dir, "': ", file,
+                 " is corrupted (SHA-256 ", actual, ", expected ", sum.get<std::string>(), ")");
+    }
+  } catch (const json::exception& e) {
+    fail("checkpoint '", ckpt_dir, "': state.json is missing or has a malformed field (", e.what(), ")");
+  }
+  return st;
+}
+
+CheckpointState load_checkpoint(const std::string& ckpt_dir, Model& model, const Config& cfg) {
+  CheckpointState st = read_checkpoint_state(ckpt_dir);
+  const std::string current = cfg.fingerprint();
+  if (st.fingerprint != current) {
+    std::string keys;
+    for (const std::string& k : config_diff(st.fingerprint_json, cfg.fingerprint_json()))
+      keys += (keys.empty() ? "" : ", ") + k;
+    fail("cannot resume from '", ckpt_dir, "': the config changed since it was written (keys: ", keys,
+         "). Restore those values, or start a new run with resume = false or another checkpoint_dir");
+  }
+  NMOE_CHECK(st.world_size == cfg.world_size, "checkpoint '", ckpt_dir, "' was written by ", st.world_size,
+             " ranks; this run has ", cfg.world_size);
+  load_weights(ckpt_dir + "/model.safetensors", model);
+  auto r = safetensors::Reader::open(ckpt_dir + "/optimizer.safetensors");
+  for (const Param& p : model.params().all()) {
+    read_tensor(r, "exp_avg/" + p.spec.name, model.backend(), p.m);
+    read_tensor(r, "exp_avg_sq/" + p.spec.name, model.backend(), p.v);
+  }
+  return st;
+}
+
+}  // namespace nmoe

@@ -1,0 +1,50 @@
+// `n`: the nmoe command line.
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace {
+
+const char* kUsage = R"(usage: n <command> [options]
+
+commands:
+  train CONFIG.toml [--set key=value ...]   train a model (docs/config.md lists the keys)
+  config check CONFIG.toml [--set ...]      validate a config and print its fingerprint
+  config show CONFIG.toml [--set ...]       print the resolved config as JSON
+  config keys                               list every config key
+  data prep --source text --data-files F... --output DIR [--name N] [--version V] [--tokenizer bytes]
+                                            tokenize text files into .npy shards
+  help                                      this message
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "help" || args[0] == "--help" || args[0] == "-h") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string cmd = args[0];
+  args.erase(args.begin());
+  try {
+    if (cmd == "train") return nmoe::cli::cmd_train(args);
+    if (cmd == "config") return nmoe::cli::cmd_config(args);
+    if (cmd == "data") return nmoe::cli::cmd_data(args);
+    std::cerr << "n: unknown command '" << cmd << "'\n\n" << kUsage;
+    return 2;
+  } catch (const nmoe::cli::UsageError& e) {
+    std::cerr << "n " << cmd << ": " << e.what() << "\n\n" << kUsage;
+    return 2;
+  } catch (const nmoe::Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,139 @@
+// The transformer, written once against the ops interface (ops/backend.h):
+// token embedding, n_layers pre-norm blocks (RMSNorm, causal attention with
+// RoPE, dense SwiGLU MLP or MoE), final RMSNorm, untied LM head, mean
+// cross-entropy. Forward and hand-written backward; all memory is planned at
+// construction for a fixed micro-batch shape.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "core/arena.h"
+#include "model/params.h"
+#include "ops/backend.h"
+
+namespace nmoe {
+
+struct ModelShape {
+  int64_t vocab = 0, dim = 0, n_layers = 0, n_heads = 0, head_dim = 0;
+  int64_t inter = 0;       // dense MLP width
+  int64_t moe_inter = 0;   // expert width
+  int64_t n_experts = 0;   // routed experts, global
+  int64_t top_k = 0;
+  int64_t n_shared = 0;    // shared-expert multiplier
+  int64_t n_dense_layers = 0;
+  double eps = 1e-5, rope_theta = 50000.0;
+  double route_scale = 1.0, routed_scaling_factor = 1.0;
+
+  static ModelShape from_config(const Config& c);
+  bool is_moe(int64_t layer) const { return n_experts > 0 && layer >= n_dense_layers; }
+  int64_t n_moe_layers() const;
+};
+
+struct ModelOptions {
+  DType dtype = DType::F32;  // compute and parameter dtype of the CPU backend
+  int64_t micro_batch = 1;   // sequences per forward
+  int64_t seq_len = 1;
+  int rank = 0, world = 1;   // expert sharding: this rank holds E/world experts
+  int64_t ce_chunk_rows = 256;
+};
+
+struct MemoryPlan {
+  size_t params = 0, grads = 0, optimizer = 0, buffers = 0, activations = 0, workspace = 0;
+  size_t total() const { return params + grads + optimizer + buffers + activations + workspace; }
+  std::string str() const;
+};
+
+class Model {
+ public:
+  // Validates that the config uses only implemented features (throws Error
+  // naming the key otherwise), registers parameters and plans all memory.
+  Model(const Config& cfg, Backend& backend, const ModelOptions& opt);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Initial weights (spec 1.9): deterministic in (seed, tensor name, global expert id).
+  void init_weights(uint64_t seed);
+
+  // One micro-batch of micro_batch x seq_len tokens (host arrays, token-major).
+  // Adds grad_scale * dLoss/dparam to the gradients, loss_sum += summed CE,
+  // aux_sum += aux_weight * per-layer aux losses (when aux_weight > 0).
+  void forward_backward(const int32_t* tokens, const int32_t* targets, double grad_scale,
+                        double aux_weight);
+  // Forward only (validation): loss_sum += summed CE. Router loads are not counted.
+  void forward_loss(const int32_t* tokens, const int32_t* targets);
+
+  // Step statistics kept on the backend.
+  void zero_grads();
+  void reset_step_stats();  // loss/aux sums and per-layer expert counts to zero
+  double read_loss_sum();
+  double read_aux_sum();
+  // Expert counts of MoE layer i (0-based among MoE layers) summed since reset.
+  std::vector<int32_t> read_expert_counts(int64_t moe_layer);
+  std::vector<double> read_router_bias(int64_t moe_layer);
+  // Aux-loss-free bias update of every MoE layer from the counts since reset.
+  void update_router_bias(double gamma);
+
+  // Counted targets of a host target array (targets != ignore index).
+  int64_t count_targets(const int32_t* targets, int64_t n) const;
+  int64_t ignore_index() const { return ignore_index_; }
+
+  // Gradient checks: reuse the expert choice of the previous forward.
+  void set_frozen_routing(bool frozen) { frozen_routing_ = frozen; }
+
+  ParamStore& params() { return params_; }
+  const ModelShape& shape() const { return shape_; }
+  const ModelOptions& options() const { return opt_; }
+  MemoryPlan memory_plan() const;
+  Backend& backend() { return backend_; }
+  // Router bias tensors by safetensors name (layers.{l}.moe.router.bias).
+  std::vector<std::pair<std::string, Tensor>> buffers() const;
+  // Active parameters per token (matmul weights touched per token, incl. head).
+  int64_t active_params() const;
+  // Training FLOPs per token: 6 * active matmul params + causal attention.
+  double flops_per_token() const;
+
+ private:
+  struct Layer;
+  void plan_layer(Layer& L, int64_t l);
+  void forward(bool training);
+  void backward(double grad_scale, double aux_weight);
+  void attention_forward(Layer& L);
+  void attention_backward(Layer& L, const Tensor& dres);
+  void dense_mlp_forward(Layer& L);
+  void dense_mlp_backward(Layer& L, const Tensor& dres);
+  void moe_forward(Layer& L, bool training);
+  void moe_backward(Layer& L, const Tensor& dres, double aux_weight);
+  void upload_batch(const int32_t* tokens, const int32_t* targets);
+
+  Config cfg_;
+  Backend& backend_;
+  ModelOptions opt_;
+  ModelShape shape_;
+  int64_t n_tokens_ = 0;        // micro_batch * seq_len
+  int64_t n_local_experts_ = 0;
+  int64_t first_expert_ = 0;
+  int64_t ignore_index_ = -1;
+  double out_scale_ = 1.0;      // 1/sqrt(2 n_layers) on attention outputs
+  bool frozen_routing_ = false;
+
+  ParamStore params_;
+  Param* embedding_ = nullptr;
+  Param* final_norm_ = nullptr;
+  Param* lm_head_ = nullptr;
+  std::vector<std::unique_ptr<Layer>> layers_;
+
+  Arena buffers_{"buffers"}, acts_{"activations"}, work_{"workspace"};
+  Tensor rope_cos_, rope_sin_, tokens_, targets_, loss_sum_, aux_sum_;
+  std::vector<Tensor> resid_;   // resid_[l]: residual stream entering layer l; resid_[L] final
+  Tensor xf_, rstdf_;           // final norm output and its rstd
+  // Workspace shared by all layers during backward.
+  Tensor dres_, dxn_, dattn_, dqkv_, dxf_;
+  Tensor dmlp_a_, dmlp_h13_;                   // dense MLP
+  Tensor dye_, dae_, dh13e_, dxe_, dgates_, dlogits_, dsh_a_, dsh_h13_;  // MoE
+};
+
+}  // namespace nmoe

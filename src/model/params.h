@@ -1,0 +1,79 @@
+// Parameter store: every trainable tensor lives in one flat buffer, laid out
+// group by group (experts, router, dense with decay, dense without decay), with
+// matching flat buffers for gradients and the two AdamW moments. Each group is
+// one contiguous range, so the optimizer is one fused call per group and the
+// global gradient norm is one reduction.
+#pragma once
+
+#include <array>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "core/arena.h"
+#include "core/tensor.h"
+
+namespace nmoe {
+
+enum class ParamGroup { Expert = 0, Router = 1, DenseDecay = 2, DenseNoDecay = 3 };
+constexpr int kNumParamGroups = 4;
+const char* param_group_name(ParamGroup g);
+
+enum class InitKind { Normal, TruncNormal, Ones, Zeros };
+
+struct ParamSpec {
+  std::string name;  // safetensors name, see docs/checkpoint.md
+  Shape shape;
+  ParamGroup group = ParamGroup::DenseDecay;
+  InitKind init = InitKind::Normal;
+  double std = 0.02;
+  // Expert tensors [E_local, ...]: slice e draws from its own stream keyed by
+  // its global expert id (first_expert + e).
+  bool per_expert = false;
+  int64_t first_expert = 0;
+};
+
+struct Param {
+  ParamSpec spec;
+  int64_t offset = 0;  // element offset in the flat buffers
+  Tensor w, g, m, v;   // views into the flat buffers
+};
+
+struct GroupRange {
+  int64_t begin = 0, end = 0;  // element range in the flat buffers
+  int64_t size() const { return end - begin; }
+};
+
+class ParamStore {
+ public:
+  // Registers a parameter; the returned reference stays valid.
+  Param& add(ParamSpec spec);
+  // Lays out and allocates params, grads and both moments in dtype.
+  void allocate(Backend& backend, DType dtype);
+
+  std::deque<Param>& all() { return params_; }
+  const std::deque<Param>& all() const { return params_; }
+  Param* find(const std::string& name);
+  const GroupRange& group(ParamGroup g) const { return groups_[static_cast<int>(g)]; }
+  int64_t numel() const { return total_; }    // including alignment padding
+  int64_t count() const;                       // real parameter elements
+  int64_t count(ParamGroup g) const;
+
+  const Tensor& flat_params() const { return flat_w_; }
+  const Tensor& flat_grads() const { return flat_g_; }
+  const Tensor& flat_m() const { return flat_m_; }
+  const Tensor& flat_v() const { return flat_v_; }
+  Tensor group_slice(const Tensor& flat, ParamGroup g) const;
+  size_t param_bytes() const { return w_arena_.bytes(); }
+  size_t grad_bytes() const { return g_arena_.bytes(); }
+  size_t optimizer_bytes() const { return mv_arena_.bytes(); }
+
+ private:
+  std::deque<Param> params_;
+  std::array<GroupRange, kNumParamGroups> groups_{};
+  int64_t total_ = 0;
+  Tensor flat_w_, flat_g_, flat_m_, flat_v_;
+  Arena w_arena_{"params"}, g_arena_{"grads"}, mv_arena_{"optimizer"};
+};
+
+}  // namespace nmoe

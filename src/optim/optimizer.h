@@ -1,0 +1,45 @@
+// AdamW over the four parameter groups (experts; router without decay; dense
+// with and without decay) on fp32 master weights and moments, optional global
+// gradient-norm clipping, the WSD schedule, and the router-bias update.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "config/config.h"
+#include "core/arena.h"
+#include "model/model.h"
+#include "optim/schedule.h"
+
+namespace nmoe {
+
+struct OptimizerStep {
+  double lr_dense = 0, lr_expert = 0, lr_router = 0;
+  double grad_norm = 0;     // before clipping
+  double bias_gamma = 0;    // router-bias step size used
+};
+
+class Optimizer {
+ public:
+  Optimizer(const Config& cfg, Model& model);
+  // Applies one update from the accumulated gradients. step is 0-based and
+  // tokens_seen counts tokens before this step (the schedule's inputs).
+  OptimizerStep step(int64_t step, double tokens_seen);
+  int64_t adam_steps() const { return adam_steps_; }
+  void set_adam_steps(int64_t n) { adam_steps_ = n; }
+
+ private:
+  struct Group {
+    ParamGroup id;
+    double peak_lr, floor_lr, beta2, weight_decay;
+  };
+  const Config cfg_;
+  Model& model_;
+  WsdSchedule schedule_;
+  std::array<Group, kNumParamGroups> groups_;
+  int64_t adam_steps_ = 0;
+  Arena arena_{"optimizer-scalars"};
+  Tensor grad_norm_sq_;
+};
+
+}  // namespace nmoe

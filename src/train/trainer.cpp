@@ -1,0 +1,295 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <ostream>
+
+#include "backend/cpu/cpu_backend.h"
+#include "checkpoint/checkpoint.h"
+#include "core/rng.h"
+#include "data/loader.h"
+#include "metrics/metrics_db.h"
+#include "model/model.h"
+#include "optim/optimizer.h"
+#include "train/progress.h"
+#include "train/router_stats.h"
+
+namespace nmoe {
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+
+// Restores the previous SIGINT/SIGTERM handlers when training returns.
+struct InterruptGuard {
+  struct sigaction old_int {}, old_term {};
+  InterruptGuard() {
+    g_interrupted = false;
+    struct sigaction sa {};
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+  }
+  ~InterruptGuard() {
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+  }
+};
+
+std::string make_run_id() {
+  if (const char* r = std::getenv("NMOE_RUN"); r && *r) return r;
+  return "run_" + std::to_string(std::time(nullptr)) + "_" + std::to_string(::getpid());
+}
+
+std::string git_hash() {
+  std::string cmd = std::string("git -C '") + NMOE_SOURCE_DIR + "' rev-parse --short HEAD 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return "";
+  char buf[64] = {0};
+  std::string out = fgets(buf, sizeof buf, p) ? buf : "";
+  pclose(p);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Splits rows of (seq_len + 1) tokens into inputs and targets.
+void split_sequences(const std::vector<int32_t>& seqs, int64_t n_seq, int64_t seq_len, std::vector<int32_t>& in,
+                     std::vector<int32_t>& tgt) {
+  in.resize(n_seq * seq_len);
+  tgt.resize(n_seq * seq_len);
+  for (int64_t s = 0; s < n_seq; ++s)
+    for (int64_t t = 0; t < seq_len; ++t) {
+      in[s * seq_len + t] = seqs[s * (seq_len + 1) + t];
+      tgt[s * seq_len + t] = seqs[s * (seq_len + 1) + t + 1];
+    }
+}
+
+double validation_loss(const Config& cfg, Model& model) {
+  TokenLoader val(*cfg.validation_data_path, cfg.seq_len, cfg.vocab_size);
+  const int64_t local = cfg.local_batch(), micro = cfg.micro_batch(), T = cfg.seq_len;
+  std::vector<int32_t> seqs(local * (T + 1)), in, tgt;
+  int64_t count = 0;
+  model.reset_step_stats();
+  for (int64_t i = 0; i < cfg.validation_steps; ++i) {
+    val.next_batch(cfg.batch_size, 0, static_cast<int>(cfg.world_size), seqs.data());
+    split_sequences(seqs, local, T, in, tgt);
+    count += model.count_targets(tgt.data(), static_cast<int64_t>(tgt.size()));
+    for (int64_t m = 0; m < local / micro; ++m)
+      model.forward_loss(in.data() + m * micro * T, tgt.data() + m * micro * T);
+  }
+  double sum = model.read_loss_sum();
+  model.reset_step_stats();
+  return count > 0 ? sum / static_cast<double>(count) : NAN;
+}
+
+void router_metrics(Model& model, std::vector<std::pair<std::string, double>>& m, RouterStats* agg_out) {
+  const int64_t n = model.shape().n_moe_layers();
+  RouterStats agg;
+  for (int64_t i = 0; i < n; ++i) {
+    RouterStats s = router_stats(model.read_expert_counts(i), model.read_router_bias(i));
+    char p[48];
+    std::snprintf(p, sizeof p, "router/layer_%02lld/", static_cast<long long>(i));
+    std::string pre = p;
+    m.emplace_back(pre + "cv", s.cv);
+    m.emplace_back(pre + "max_load", s.max_load);
+    m.emplace_back(pre + "dead_experts", static_cast<double>(s.dead));
+    m.emplace_back(pre + "bias_min", s.bias_min);
+    m.emplace_back(pre + "bias_max", s.bias_max);
+    m.emplace_back(pre + "bias_range", s.bias_max - s.bias_min);
+    for (size_t e = 0; e < s.load.size(); ++e) {
+      char t[32];
+      std::snprintf(t, sizeof t, "load/e%03zu", e);
+      m.emplace_back(pre + t, s.load[e]);
+    }
+    agg.cv += s.cv / static_cast<double>(n);
+    agg.dead += s.dead;
+    agg.bias_min = i == 0 ? s.bias_min : std::min(agg.bias_min, s.bias_min);
+    agg.bias_max = i == 0 ? s.bias_max : std::max(agg.bias_max, s.bias_max);
+  }
+  if (n > 0) {
+    m.emplace_back("router_agg/mean_cv", agg.cv);
+    m.emplace_back("router_agg/dead_experts_count", static_cast<double>(agg.dead));
+  }
+  if (agg_out) *agg_out = agg;
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(const Config& cfg) {
+  NMOE_CHECK(cfg.device != "cuda", "device = \"cuda\": this build has no CUDA backend; set device = \"cpu\"");
+  return make_cpu_backend(static_cast<int>(cfg.threads));
+}
+
+TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts) {
+  Progress out(opts.out);
+  NMOE_CHECK(cfg.data_path, "data_path is not set: point it at a directory of .npy token shards");
+  InterruptGuard interrupt_guard;
+
+  ModelOptions mo;
+  mo.dtype = DType::F32;
+  mo.micro_batch = cfg.micro_batch();
+  mo.seq_len = cfg.seq_len;
+  Model model(cfg, backend, mo);
+  Optimizer optimizer(cfg, model);
+  TokenLoader loader(*cfg.data_path, cfg.seq_len, cfg.vocab_size);
+  loader.on_wrap([&](const std::string& msg) { out.line("warning: " + msg); });
+  Rng rng(static_cast<uint64_t>(cfg.seed));
+
+  TrainResult res;
+  res.run_id = opts.run_id.empty() ? make_run_id() : opts.run_id;
+  double tokens_seen = 0;
+  int64_t step = 0;
+  if (auto ck = cfg.resume ? find_latest_checkpoint(cfg.checkpoint_dir) : std::nullopt) {
+    CheckpointState st = load_checkpoint(*ck, model, cfg);
+    step = st.step;
+    tokens_seen = st.tokens_seen;
+    optimizer.set_adam_steps(st.adam_steps);
+    loader.set_cursor(st.loader);
+    rng.set_state(st.rng);
+    out.line("resumed from " + *ck + " at step " + std::to_string(step));
+  } else {
+    model.init_weights(static_cast<uint64_t>(cfg.seed));
+  }
+  res.start_step = step;
+
+  std::optional<MetricsDB> db;
+  if (opts.metrics) {
+    db.emplace(MetricsDB::open(cfg.experiments_db));
+    db->start_run(res.run_id, cfg.experiment_id, cfg.to_json(), cfg.fingerprint(), git_hash());
+  }
+  out.header(cfg, model, loader, res.run_id);
+
+  const int64_t T = cfg.seq_len, local = cfg.local_batch(), micro = cfg.micro_batch();
+  const int64_t n_micro = local / micro;
+  const double tokens_per_step = static_cast<double>(cfg.batch_size * T);
+  const int64_t n_moe = model.shape().n_moe_layers();
+  const double aux_weight =
+      cfg.aux_loss_alpha > 0 && n_moe > 0 ? cfg.aux_loss_alpha / static_cast<double>(n_moe * n_micro) : 0.0;
+  std::vector<int32_t> seqs(local * (T + 1)), in, tgt;
+
+  auto t_start = std::chrono::steady_clock::now();
+  auto t_log = t_start;
+  double valid_seconds = 0, tokens_since_log = 0;
+  res.status = "completed";
+  auto checkpoint = [&]() {
+    CheckpointState st;
+    st.step = step;
+    st.tokens_seen = tokens_seen;
+    st.adam_steps = optimizer.adam_steps();
+    st.loader = loader.cursor();
+    st.rng = rng.state();
+    st.world_size = cfg.world_size;
+    st.run_id = res.run_id;
+    st.config_json = cfg.to_json();
+    st.fingerprint_json = cfg.fingerprint_json();
+    st.fingerprint = cfg.fingerprint();
+    res.last_checkpoint = save_checkpoint(cfg.checkpoint_dir, st, model, cfg.fsync, cfg.checkpoint_keep_last_n);
+    out.line("checkpoint: " + res.last_checkpoint);
+  };
+
+  while (step < cfg.steps) {
+    if (g_interrupted) {
+      res.status = "interrupted";
+      out.line("interrupted: saving a checkpoint and stopping");
+      break;
+    }
+    const int64_t s = step + 1;  // 1-based step number for logs and cadences
+    loader.next_batch(cfg.batch_size, 0, static_cast<int>(cfg.world_size), seqs.data());
+    split_sequences(seqs, local, T, in, tgt);
+    const int64_t count = model.count_targets(tgt.data(), static_cast<int64_t>(tgt.size()));
+    const double grad_scale = count > 0 ? 1.0 / static_cast<double>(count) : 0.0;
+
+    model.zero_grads();
+    model.reset_step_stats();
+    for (int64_t m = 0; m < n_micro; ++m)
+      model.forward_backward(in.data() + m * micro * T, tgt.data() + m * micro * T, grad_scale, aux_weight);
+    const double loss = count > 0 ? model.read_loss_sum() / static_cast<double>(count) : 0.0;
+    const double aux = model.read_aux_sum();
+    if (!std::isfinite(loss) || !std::isfinite(aux)) {
+      res.status = "failed_nan";
+      out.line("error: loss is not finite at step " + std::to_string(s) +
+               " (loss " + std::to_string(loss) + "); stopping. Lower the learning rates or enable grad_clip.");
+      break;
+    }
+    OptimizerStep os = optimizer.step(step, tokens_seen);
+    tokens_seen += tokens_per_step;
+    tokens_since_log += tokens_per_step;
+    step = s;
+    res.losses.push_back(loss);
+
+    if (s == 1 || s % cfg.log_every == 0 || s == cfg.steps) {
+      const double dt = seconds_since(t_log);
+      const double tps = dt > 0 ? tokens_since_log / dt : 0.0;
+      t_log = std::chrono::steady_clock::now();
+      tokens_since_log = 0;
+      std::vector<std::pair<std::string, double>> m = {
+          {"train/loss", loss},
+          {"train/aux_loss", aux},
+          {"train/grad_norm", os.grad_norm},
+          {"train/tokens_seen", tokens_seen},
+          {"optimizer/lr_dense", os.lr_dense},
+          {"optimizer/lr_expert", os.lr_expert},
+          {"optimizer/lr_router", os.lr_router},
+          {"optimizer/bias_gamma", os.bias_gamma},
+          {"throughput/tokens_per_s", tps},
+          {"efficiency/tflops", tps * model.flops_per_token() / 1e12},
+      };
+      RouterStats agg;
+      router_metrics(model, m, &agg);
+      if (db) db->log(res.run_id, s, m);
+      const double elapsed = seconds_since(t_start) - valid_seconds;
+      out.step(s, cfg.steps, loss, os.lr_dense, os.grad_norm, tps, elapsed,
+               static_cast<double>(s - res.start_step), n_moe > 0 ? &agg : nullptr);
+    }
+
+    bool stop_target = false;
+    if (cfg.validation_enabled && (s % cfg.validation_every == 0 || s == cfg.steps)) {
+      auto tv = std::chrono::steady_clock::now();
+      const double vl = validation_loss(cfg, model);
+      valid_seconds += seconds_since(tv);
+      res.val_loss = vl;
+      if (db) db->log(res.run_id, s, {{"valid/loss", vl}});
+      out.validation(s, vl, cfg.target_loss);
+      if (cfg.target_loss && vl <= *cfg.target_loss) {
+        res.target_reached = true;
+        res.status = "completed_target";
+        stop_target = true;
+      }
+    }
+    if (s % cfg.checkpoint_every == 0 || s == cfg.steps || stop_target) checkpoint();
+    if (stop_target) break;
+  }
+  if (res.status == "interrupted") checkpoint();
+
+  res.steps_done = step;
+  res.tokens_seen = tokens_seen;
+  res.train_seconds = seconds_since(t_start) - valid_seconds;
+  if (db) {
+    nlohmann::json r = {{"steps_completed", step},
+                        {"tokens_seen", tokens_seen},
+                        {"final_loss", res.losses.empty() ? nlohmann::json(nullptr) : nlohmann::json(res.losses.back())},
+                        {"val_loss", res.val_loss ? nlohmann::json(*res.val_loss) : nlohmann::json(nullptr)},
+                        {"target_reached", res.target_reached},
+                        {"train_time_s", res.train_seconds},
+                        {"stop_reason", res.status}};
+    db->end_run(res.run_id, res.status, r.dump());
+  }
+  out.finish(res.status, step, res.train_seconds);
+  return res;
+}
+
+}  // namespace nmoe
