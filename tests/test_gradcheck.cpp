@@ -15,8 +15,8 @@ namespace nmoe {
 namespace {
 
 const char* kDenseToml = R"(
-vocab_size = 40
-eos_token_id = 3
+vocab_size = 264
+eos_token_id = 256
 tokenizer = "bytes"
 dim = 16
 n_layers = 2
@@ -31,8 +31,8 @@ rope_theta = 10000.0
 
 // Three layers: one dense, two MoE; shared expert; non-unit route scales; aux loss.
 const char* kMoeToml = R"(
-vocab_size = 40
-eos_token_id = 3
+vocab_size = 264
+eos_token_id = 256
 tokenizer = "bytes"
 dim = 16
 n_layers = 3

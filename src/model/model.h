@@ -74,6 +74,8 @@ class Model {
   // Expert counts of MoE layer i (0-based among MoE layers) summed since reset.
   std::vector<int32_t> read_expert_counts(int64_t moe_layer);
   std::vector<double> read_router_bias(int64_t moe_layer);
+  // Expert choice [tokens, top_k] of MoE layer i in the last forward.
+  std::vector<int32_t> read_expert_indices(int64_t moe_layer);
   // Aux-loss-free bias update of every MoE layer from the counts since reset.
   void update_router_bias(double gamma);
 

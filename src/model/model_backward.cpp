@@ -14,8 +14,9 @@ void Model::attention_backward(Layer& L, const Tensor& dres) {
   B.attention_bwd(dattn_, L.qkv, L.attn, L.lse, static_cast<int>(opt_.seq_len),
                   1.0 / std::sqrt(static_cast<double>(shape_.head_dim)), dqkv_);
   B.rope(dqkv_, rope_cos_, rope_sin_, static_cast<int>(opt_.seq_len), true);
-  B.matmul(dqkv_, false, L.wqkv->w, false, dxn_, 1.0, 0.0);
-  B.matmul(dqkv_, true, L.xn1, false, L.wqkv->g, 1.0, 1.0);
+  const Tensor dqkv = dqkv_.view(Shape{n_tokens_, 3 * shape_.dim});
+  B.matmul(dqkv, false, L.wqkv->w, false, dxn_, 1.0, 0.0);
+  B.matmul(dqkv, true, L.xn1, false, L.wqkv->g, 1.0, 1.0);
   B.rmsnorm_bwd(dxn_, resid_[L.index], L.attn_norm->w, L.rstd1, dres, L.attn_norm->g);
 }
 

@@ -31,7 +31,7 @@ void Model::attention_forward(Layer& L) {
   Backend& B = backend_;
   const Tensor& x = resid_[L.index];
   B.rmsnorm_fwd(x, L.attn_norm->w, shape_.eps, L.xn1, L.rstd1);
-  B.matmul(L.xn1, false, L.wqkv->w, true, L.qkv, 1.0, 0.0);
+  B.matmul(L.xn1, false, L.wqkv->w, true, L.qkv.view(Shape{n_tokens_, 3 * shape_.dim}), 1.0, 0.0);
   B.rope(L.qkv, rope_cos_, rope_sin_, static_cast<int>(opt_.seq_len), false);
   B.attention_fwd(L.qkv, static_cast<int>(opt_.seq_len), 1.0 / std::sqrt(static_cast<double>(shape_.head_dim)),
                   L.attn, L.lse);

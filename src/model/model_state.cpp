@@ -86,6 +86,16 @@ std::vector<int32_t> Model::read_expert_counts(int64_t moe_layer) {
   fail("no MoE layer ", moe_layer);
 }
 
+std::vector<int32_t> Model::read_expert_indices(int64_t moe_layer) {
+  for (auto& L : layers_)
+    if (L->moe && L->moe_index == moe_layer) {
+      std::vector<int32_t> idx(L->idx.numel());
+      backend_.copy_to_host(idx.data(), L->idx);
+      return idx;
+    }
+  fail("no MoE layer ", moe_layer);
+}
+
 std::vector<double> Model::read_router_bias(int64_t moe_layer) {
   for (auto& L : layers_)
     if (L->moe && L->moe_index == moe_layer) {
