@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -490,7 +492,15 @@ std::vector<ValidationCase> validation_cases() {
   };
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, ConfigValidation, testing::ValuesIn(validation_cases()));
+// Test names: the first override's key and the case number, e.g. n_heads_3.
+std::string validation_case_name(const testing::TestParamInfo<ValidationCase>& info) {
+  std::string key = info.param.sets.empty() ? "base" : info.param.sets[0].substr(0, info.param.sets[0].find('='));
+  std::string name;
+  for (char c : key) name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return name + "_" + std::to_string(info.index);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, ConfigValidation, testing::ValuesIn(validation_cases()), validation_case_name);
 
 TEST(ConfigValidationRequired, ShapeKeysRequiredWithExample) {
   EXPECT_THAT(error_of(base_without({"dim"})), HasSubstr("dim is required: add a line such as `dim = 768`"));

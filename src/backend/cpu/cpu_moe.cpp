@@ -1,0 +1,168 @@
+// MoE permutation: plan the expert-contiguous layout, dispatch token rows to
+// it, combine expert outputs back with gates, and the backward of both.
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_common.h"
+
+namespace nmoe {
+
+using namespace cpu;
+
+namespace {
+
+// pos [slots] must be a permutation of [0, slots): every destination row is
+// written exactly once, so parallel scatters never race.
+const int32_t* checked_permutation(const char* op, const Tensor& pos, int64_t slots) {
+  check_index_tensor(op, "pos", pos, slots);
+  const int32_t* p = pos.ptr<int32_t>();
+  std::vector<char> seen(slots, 0);
+  for (int64_t s = 0; s < slots; ++s) {
+    NMOE_CHECK(p[s] >= 0 && p[s] < slots && !seen[p[s]], op, ": pos[", s, "] = ", p[s],
+               " is out of range [0, ", slots, ") or repeated; pos must be a permutation");
+    seen[p[s]] = 1;
+  }
+  return p;
+}
+
+int64_t checked_top_k(const char* op, int top_k, int64_t tokens) {
+  NMOE_CHECK(top_k >= 1, op, ": top_k must be >= 1, got ", top_k);
+  check_fits_i32(op, "slots N*K", tokens * top_k);
+  return top_k;
+}
+
+template <class T>
+void dispatch_impl(const Tensor& x, const int32_t* pos, int64_t K, const Tensor& xe) {
+  const int64_t D = x.cols();
+  parallel_for(x.rows() * K, D, [&](int64_t slot) {
+    std::copy_n(x.ptr<T>() + (slot / K) * D, D, xe.ptr<T>() + pos[slot] * D);
+  });
+}
+
+template <class T>
+void dispatch_bwd_impl(const Tensor& dxe, const int32_t* pos, int64_t K, const Tensor& dx) {
+  const int64_t D = dx.cols();
+  parallel_for(dx.rows(), K * D, [&](int64_t t) {
+    T* out = dx.ptr<T>() + t * D;
+    for (int64_t d = 0; d < D; ++d) {
+      double acc = out[d];
+      for (int64_t k = 0; k < K; ++k) acc += dxe.ptr<T>()[pos[t * K + k] * D + d];
+      out[d] = static_cast<T>(acc);
+    }
+  });
+}
+
+template <class T>
+void combine_impl(const Tensor& ye, const int32_t* pos, const Tensor& gates, const Tensor& out) {
+  const int64_t D = out.cols(), K = gates.cols();
+  parallel_for(out.rows(), K * D, [&](int64_t t) {
+    T* o = out.ptr<T>() + t * D;
+    const T* g = gates.ptr<T>() + t * K;
+    for (int64_t d = 0; d < D; ++d) {
+      double acc = o[d];
+      for (int64_t k = 0; k < K; ++k)
+        acc += static_cast<double>(g[k]) * ye.ptr<T>()[pos[t * K + k] * D + d];
+      o[d] = static_cast<T>(acc);
+    }
+  });
+}
+
+template <class T>
+void combine_bwd_impl(const Tensor& dout, const Tensor& ye, const int32_t* pos,
+                      const Tensor& gates, const Tensor& dye, const Tensor& dgates) {
+  const int64_t D = dout.cols(), K = gates.cols();
+  parallel_for(dout.rows() * K, 2 * D, [&](int64_t slot) {
+    const T* g = dout.ptr<T>() + (slot / K) * D;
+    const T* y = ye.ptr<T>() + pos[slot] * D;
+    T* dy = dye.ptr<T>() + pos[slot] * D;
+    const double gate = gates.ptr<T>()[slot];
+    for (int64_t d = 0; d < D; ++d) dy[d] = static_cast<T>(gate * g[d]);
+    dgates.ptr<T>()[slot] = static_cast<T>(dot(y, g, D));
+  });
+}
+
+}  // namespace
+
+void CpuBackend::moe_plan(const Tensor& idx, int n_experts, const Tensor& offsets,
+                          const Tensor& pos) {
+  const char* op = "moe_plan";
+  NMOE_CHECK(n_experts > 0, op, ": n_experts must be positive, got ", n_experts);
+  check_dtype(op, "idx", idx, DType::I32);
+  check_data(op, "idx", idx);
+  const int64_t slots = idx.numel();
+  check_fits_i32(op, "slots N*K", slots);
+  check_index_tensor(op, "offsets", offsets, int64_t{n_experts} + 1);
+  check_index_tensor(op, "pos", pos, slots);
+  const int32_t* id = idx.ptr<int32_t>();
+  std::vector<int32_t> next(n_experts + 1, 0);
+  for (int64_t s = 0; s < slots; ++s) {
+    NMOE_CHECK(id[s] >= 0 && id[s] < n_experts, op, ": expert id ", id[s], " at slot ", s,
+               " is outside [0, ", n_experts, ")");
+    ++next[id[s] + 1];
+  }
+  for (int e = 0; e < n_experts; ++e) next[e + 1] += next[e];
+  std::copy(next.begin(), next.end(), offsets.ptr<int32_t>());
+  int32_t* p = pos.ptr<int32_t>();
+  for (int64_t s = 0; s < slots; ++s) p[s] = next[id[s]]++;
+}
+
+void CpuBackend::moe_dispatch(const Tensor& x, const Tensor& pos, int top_k, const Tensor& xe) {
+  const char* op = "moe_dispatch";
+  NMOE_CHECK(x.ndim() >= 1, op, ": x must be [N, D], got ", x.shape.str());
+  const int64_t N = x.rows(), D = x.cols(), K = checked_top_k(op, top_k, x.rows());
+  check_matrix(op, "x", x, N, D);
+  check_matrix(op, "xe", xe, N * K, D);
+  const int32_t* p = checked_permutation(op, pos, N * K);
+  dispatch_float(op, {{"x", x}, {"xe", xe}}, [&](auto tag) {
+    dispatch_impl<decltype(tag)>(x, p, K, xe);
+  });
+}
+
+void CpuBackend::moe_dispatch_bwd(const Tensor& dxe, const Tensor& pos, int top_k,
+                                  const Tensor& dx) {
+  const char* op = "moe_dispatch_bwd";
+  NMOE_CHECK(dx.ndim() >= 1, op, ": dx must be [N, D], got ", dx.shape.str());
+  const int64_t N = dx.rows(), D = dx.cols(), K = checked_top_k(op, top_k, dx.rows());
+  check_matrix(op, "dx", dx, N, D);
+  check_matrix(op, "dxe", dxe, N * K, D);
+  const int32_t* p = checked_permutation(op, pos, N * K);
+  dispatch_float(op, {{"dxe", dxe}, {"dx", dx}}, [&](auto tag) {
+    dispatch_bwd_impl<decltype(tag)>(dxe, p, K, dx);
+  });
+}
+
+void CpuBackend::moe_combine(const Tensor& ye, const Tensor& pos, const Tensor& gates,
+                             const Tensor& out) {
+  const char* op = "moe_combine";
+  NMOE_CHECK(out.ndim() >= 1 && gates.ndim() >= 1, op, ": out must be [N, D] and gates [N, K], "
+             "got ", out.shape.str(), " and ", gates.shape.str());
+  const int64_t N = out.rows(), D = out.cols(), K = gates.cols();
+  checked_top_k(op, static_cast<int>(K), N);
+  check_matrix(op, "out", out, N, D);
+  check_matrix(op, "gates", gates, N, K);
+  check_matrix(op, "ye", ye, N * K, D);
+  const int32_t* p = checked_permutation(op, pos, N * K);
+  dispatch_float(op, {{"ye", ye}, {"gates", gates}, {"out", out}}, [&](auto tag) {
+    combine_impl<decltype(tag)>(ye, p, gates, out);
+  });
+}
+
+void CpuBackend::moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tensor& pos,
+                                 const Tensor& gates, const Tensor& dye, const Tensor& dgates) {
+  const char* op = "moe_combine_bwd";
+  NMOE_CHECK(dout.ndim() >= 1 && gates.ndim() >= 1, op, ": dout must be [N, D] and gates [N, K],"
+             " got ", dout.shape.str(), " and ", gates.shape.str());
+  const int64_t N = dout.rows(), D = dout.cols(), K = gates.cols();
+  checked_top_k(op, static_cast<int>(K), N);
+  check_matrix(op, "dout", dout, N, D);
+  check_matrix(op, "gates", gates, N, K);
+  check_matrix(op, "ye", ye, N * K, D);
+  check_matrix(op, "dye", dye, N * K, D);
+  check_matrix(op, "dgates", dgates, N, K);
+  const int32_t* p = checked_permutation(op, pos, N * K);
+  dispatch_float(op,
+                 {{"dout", dout}, {"ye", ye}, {"gates", gates}, {"dye", dye}, {"dgates", dgates}},
+                 [&](auto tag) { combine_bwd_impl<decltype(tag)>(dout, ye, p, gates, dye, dgates); });
+}
+
+}  // namespace nmoe
