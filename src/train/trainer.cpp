@@ -165,6 +165,9 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     model.init_weights(static_cast<uint64_t>(cfg.seed));
   }
   res.start_step = step;
+  if (step >= cfg.steps)
+    out.line("nothing to train: the checkpoint is at step " + std::to_string(step) + " and steps = " +
+             std::to_string(cfg.steps) + "; raise steps to continue");
 
   std::optional<MetricsDB> db;
   if (opts.metrics) {
