@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <stdlib.h>
 
 #include <cstdint>
@@ -17,39 +19,11 @@ namespace {
 using nmoe::DType;
 using nmoe::NpyTokenFile;
 
-class NpyTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string tmpl = (std::filesystem::path(::testing::TempDir()) / "nmoe_npy_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string file(const std::string& name) const { return dir_ + "/" + name; }
-
-  std::string write_raw(const std::string& name, const std::string& bytes) const {
-    std::string p = file(name);
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p;
-  }
-
-  std::string dir_;
-};
-
-// Message of the nmoe::Error f throws, or "<no error>".
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const nmoe::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using NpyTest = nmoe::test::FileTest;
+using nmoe::test::error_of;
 
 void expect_error(const std::string& msg, std::initializer_list<std::string> parts) {
-  for (const std::string& part : parts) EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  nmoe::test::expect_parts(msg, parts);
 }
 
 // A .npy file with the given version and header text (no padding added).

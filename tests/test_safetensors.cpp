@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <stdlib.h>
 
 #include <cstdint>
@@ -18,38 +20,11 @@ namespace {
 using nmoe::DType;
 namespace st = nmoe::safetensors;
 
-class SafetensorsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string tmpl = (std::filesystem::path(::testing::TempDir()) / "nmoe_st_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string file(const std::string& name) const { return dir_ + "/" + name; }
-
-  std::string write_raw(const std::string& name, const std::string& bytes) const {
-    std::string p = file(name);
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p;
-  }
-
-  std::string dir_;
-};
-
-template <typename F>
-std::string st_error_of(F&& f) {
-  try {
-    f();
-  } catch (const nmoe::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using SafetensorsTest = nmoe::test::FileTest;
+using nmoe::test::error_of;
 
 void st_expect_error(const std::string& msg, std::initializer_list<std::string> parts) {
-  for (const std::string& part : parts) EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
+  nmoe::test::expect_parts(msg, parts);
 }
 
 std::string le64(uint64_t n) {
@@ -169,20 +144,20 @@ TEST_F(SafetensorsTest, ExactBytesAndDeterminism) {
 
   // No temporary files are left behind, and rewriting replaces the file.
   w1.write(p1);
-  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_), std::filesystem::directory_iterator()), 2);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(tmp_.path), std::filesystem::directory_iterator()), 2);
 }
 
 TEST_F(SafetensorsTest, WriterRejectsBadInput) {
   float x = 0;
   st::Writer w;
   w.add("x", DType::F32, {1}, &x);
-  st_expect_error(st_error_of([&] { w.add("x", DType::F32, {1}, &x); }), {"duplicate tensor 'x'"});
-  st_expect_error(st_error_of([&] { w.add("__metadata__", DType::F32, {1}, &x); }), {"reserved"});
-  st_expect_error(st_error_of([&] { w.add("neg", DType::F32, {2, -1}, &x); }), {"'neg'", "negative"});
-  st_expect_error(st_error_of([&] { w.add("null", DType::F32, {2}, nullptr); }), {"'null'", "null data"});
-  st_expect_error(st_error_of([&] { w.add("", DType::F32, {1}, &x); }), {"empty"});
+  st_expect_error(error_of([&] { w.add("x", DType::F32, {1}, &x); }), {"duplicate tensor 'x'"});
+  st_expect_error(error_of([&] { w.add("__metadata__", DType::F32, {1}, &x); }), {"reserved"});
+  st_expect_error(error_of([&] { w.add("neg", DType::F32, {2, -1}, &x); }), {"'neg'", "negative"});
+  st_expect_error(error_of([&] { w.add("null", DType::F32, {2}, nullptr); }), {"'null'", "null data"});
+  st_expect_error(error_of([&] { w.add("", DType::F32, {1}, &x); }), {"empty"});
   std::string blocker = write_raw("blocker", "a file, not a directory");
-  st_expect_error(st_error_of([&] { w.write(blocker + "/sub/x.safetensors"); }), {blocker});
+  st_expect_error(error_of([&] { w.write(blocker + "/sub/x.safetensors"); }), {blocker});
 }
 
 TEST_F(SafetensorsTest, ReadIntoMismatchNamesTensor) {
@@ -193,13 +168,13 @@ TEST_F(SafetensorsTest, ReadIntoMismatchNamesTensor) {
   w.write(p);
   st::Reader r = st::Reader::open(p);
   std::vector<uint16_t> out(6);
-  st_expect_error(st_error_of([&] { r.read_into("emb", DType::BF16, {2, 3}, out.data()); }),
+  st_expect_error(error_of([&] { r.read_into("emb", DType::BF16, {2, 3}, out.data()); }),
                   {p, "'emb'", "expected BF16 [2, 3], found F32 [2, 3]"});
-  st_expect_error(st_error_of([&] { r.read_into("emb", DType::F32, {3, 2}, out.data()); }),
+  st_expect_error(error_of([&] { r.read_into("emb", DType::F32, {3, 2}, out.data()); }),
                   {p, "'emb'", "expected F32 [3, 2], found F32 [2, 3]"});
-  st_expect_error(st_error_of([&] { r.read_into("emb", DType::F32, {6}, out.data()); }), {"'emb'", "[6]"});
-  st_expect_error(st_error_of([&] { r.info("missing.weight"); }), {p, "'missing.weight'"});
-  st_expect_error(st_error_of([&] { r.data("missing.weight"); }), {p, "'missing.weight'"});
+  st_expect_error(error_of([&] { r.read_into("emb", DType::F32, {6}, out.data()); }), {"'emb'", "[6]"});
+  st_expect_error(error_of([&] { r.info("missing.weight"); }), {p, "'missing.weight'"});
+  st_expect_error(error_of([&] { r.data("missing.weight"); }), {p, "'missing.weight'"});
 }
 
 TEST_F(SafetensorsTest, TruncatedFiles) {
@@ -211,14 +186,14 @@ TEST_F(SafetensorsTest, TruncatedFiles) {
   std::string bytes = nmoe::fs::read_file(good);
   for (size_t keep : {size_t(0), size_t(5), size_t(8), size_t(20), bytes.size() - 1}) {
     std::string p = write_raw("cut" + std::to_string(keep), bytes.substr(0, keep));
-    std::string msg = st_error_of([&] { st::Reader::open(p); });
+    std::string msg = error_of([&] { st::Reader::open(p); });
     st_expect_error(msg, {p});
     EXPECT_NE(msg, "<no error>") << keep;
   }
   std::string p = write_raw("cut_data", bytes.substr(0, bytes.size() - 1));
-  st_expect_error(st_error_of([&] { st::Reader::open(p); }), {"'v'", "outside the data section"});
+  st_expect_error(error_of([&] { st::Reader::open(p); }), {"'v'", "outside the data section"});
   std::string q = write_raw("cut_hdr", bytes.substr(0, 20));
-  st_expect_error(st_error_of([&] { st::Reader::open(q); }), {"truncated"});
+  st_expect_error(error_of([&] { st::Reader::open(q); }), {"truncated"});
 }
 
 TEST_F(SafetensorsTest, CorruptHeadersAreRejected) {
@@ -254,19 +229,19 @@ TEST_F(SafetensorsTest, CorruptHeadersAreRejected) {
   };
   for (size_t i = 0; i < cases.size(); ++i) {
     std::string p = write_raw("c" + std::to_string(i), st_bytes(cases[i].header, cases[i].data));
-    st_expect_error(st_error_of([&] { st::Reader::open(p); }), {p, cases[i].expected});
+    st_expect_error(error_of([&] { st::Reader::open(p); }), {p, cases[i].expected});
   }
 }
 
 TEST_F(SafetensorsTest, BadHeaderSizes) {
   std::string p = write_raw("small", "1234567");
-  st_expect_error(st_error_of([&] { st::Reader::open(p); }), {p, "too small"});
+  st_expect_error(error_of([&] { st::Reader::open(p); }), {p, "too small"});
   std::string q = write_raw("huge", le64(uint64_t(1) << 40) + "{}");
-  st_expect_error(st_error_of([&] { st::Reader::open(q); }), {q, "exceeds the limit"});
+  st_expect_error(error_of([&] { st::Reader::open(q); }), {q, "exceeds the limit"});
   std::string r = write_raw("over", le64(100) + "{}");
-  st_expect_error(st_error_of([&] { st::Reader::open(r); }), {r, "header size 100 exceeds"});
+  st_expect_error(error_of([&] { st::Reader::open(r); }), {r, "header size 100 exceeds"});
   std::string s = write_raw("wrap", le64(~uint64_t(0)) + "{}");
-  st_expect_error(st_error_of([&] { st::Reader::open(s); }), {s, "exceeds"});
+  st_expect_error(error_of([&] { st::Reader::open(s); }), {s, "exceeds"});
 }
 
 TEST_F(SafetensorsTest, AcceptsZeroSizeTensorsAnywhereOnABoundaryAndEmptyFiles) {

@@ -1,7 +1,11 @@
 // Shared helpers for the tests.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <unistd.h>
+
+#include <fstream>
+#include <initializer_list>
 
 #include <cstdlib>
 #include <filesystem>
@@ -10,6 +14,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "core/error.h"
 
 namespace nmoe::test {
 
@@ -47,6 +52,33 @@ inline CommandResult run_command(const std::string& cmd) {
   int status = pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// A test fixture with a fresh temporary directory.
+class FileTest : public ::testing::Test {
+ protected:
+  std::string file(const std::string& name) const { return tmp_.path + "/" + name; }
+  std::string write_raw(const std::string& name, const std::string& bytes) const {
+    std::string p = file(name);
+    std::ofstream(p, std::ios::binary) << bytes;
+    return p;
+  }
+  TempDir tmp_;
+};
+
+// Message of the nmoe::Error f throws, or "<no error>".
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const nmoe::Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+inline void expect_parts(const std::string& msg, std::initializer_list<std::string> parts) {
+  for (const std::string& part : parts) EXPECT_NE(msg.find(part), std::string::npos) << "'" << part << "' not in: " << msg;
 }
 
 inline std::vector<int32_t> random_tokens(size_t n, int32_t vocab, uint64_t seed) {
