@@ -69,19 +69,6 @@ void read_tensor(const safetensors::Reader& r, const std::string& name, Backend&
   }
 }
 
-json cursor_json(const LoaderCursor& c) {
-  return {{"file", c.file}, {"pos", c.pos}, {"wraps", c.wraps}, {"sequences", c.sequences}};
-}
-
-LoaderCursor cursor_from_json(const json& j) {
-  LoaderCursor c;
-  c.file = j.at("file").get<int64_t>();
-  c.pos = j.at("pos").get<int64_t>();
-  c.wraps = j.at("wraps").get<int64_t>();
-  c.sequences = j.at("sequences").get<int64_t>();
-  return c;
-}
-
 int64_t step_of(const std::string& name) {
   if (name.rfind("step_", 0) != 0 || name.size() != 13) return -1;
   for (size_t i = 5; i < name.size(); ++i)
@@ -156,7 +143,7 @@ std::string save_checkpoint(const std::string& checkpoint_dir, const CheckpointS
   j["step"] = st.step;
   j["tokens_seen"] = st.tokens_seen;
   j["adam_steps"] = st.adam_steps;
-  j["loader"] = cursor_json(st.loader);
+  j["loader"] = st.loader;
   j["rng"] = {std::to_string(st.rng[0]), std::to_string(st.rng[1]), std::to_string(st.rng[2]),
               std::to_string(st.rng[3])};
   j["world_size"] = st.world_size;
@@ -206,7 +193,7 @@ CheckpointState read_checkpoint_state(const std::string& ckpt_dir) {
     st.step = j.at("step").get<int64_t>();
     st.tokens_seen = j.at("tokens_seen").get<double>();
     st.adam_steps = j.at("adam_steps").get<int64_t>();
-    st.loader = cursor_from_json(j.at("loader"));
+    st.loader = j.at("loader");
     for (int i = 0; i < 4; ++i) st.rng[i] = std::stoull(j.at("rng").at(i).get<std::string>());
     st.world_size = j.at("world_size").get<int64_t>();
     st.run_id = j.at("run_id").get<std::string>();

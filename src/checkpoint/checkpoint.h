@@ -14,6 +14,8 @@
 #include <string>
 
 #include "config/config.h"
+#include <nlohmann/json.hpp>
+
 #include "data/loader.h"
 #include "model/model.h"
 
@@ -23,7 +25,7 @@ struct CheckpointState {
   int64_t step = 0;          // optimizer steps completed
   double tokens_seen = 0;    // global tokens consumed
   int64_t adam_steps = 0;
-  LoaderCursor loader;
+  nlohmann::json loader;  // DataLoader::state()
   std::array<uint64_t, 4> rng{};
   int64_t world_size = 1;
   std::string run_id;

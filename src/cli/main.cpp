@@ -16,8 +16,10 @@ commands:
   config check CONFIG.toml [--set ...]      validate a config and print its fingerprint
   config show CONFIG.toml [--set ...]       print the resolved config as JSON
   config keys                               list every config key
-  data prep --source text --data-files F... --output DIR [--name N] [--version V] [--tokenizer bytes]
-                                            tokenize text files into .npy shards
+  data prep --source text|jsonl|jsonl_zst|parquet|hf --output DIR [options]
+                                            tokenize documents into .npy shards (docs/data.md)
+  data verify DIR [--no-checksums]          check a prepared dataset against its manifest
+  data info DIR                             summarize a prepared dataset
   help                                      this message
 )";
 

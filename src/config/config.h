@@ -97,6 +97,7 @@ struct Config {
   // ---- data ----
   std::string data_root = "/data";
   std::optional<std::string> data_path;
+  std::optional<std::string> mixture_toml;  // weighted mixture of shard directories (docs/data.md)
   bool validation_enabled = false;
   std::optional<std::string> validation_data_path;
   int64_t validation_every = 500;

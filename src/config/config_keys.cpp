@@ -91,6 +91,7 @@ std::vector<KeySpec> build_key_specs() {
       // data
       {"data_root", &Config::data_root, OP},
       {"data_path", &Config::data_path, FP},
+      {"mixture_toml", &Config::mixture_toml, FP},
       {"validation_enabled", &Config::validation_enabled, OP},
       {"validation_data_path", &Config::validation_data_path, OP},
       {"validation_every", &Config::validation_every, OP},

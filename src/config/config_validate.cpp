@@ -245,6 +245,10 @@ void validate_run(const Config& c) {
     invalid("validation_enabled = true requires validation_data_path: set validation_data_path = \"<dir of .npy "
             "shards>\" or validation_enabled = false");
   }
+  if (c.data_path && c.mixture_toml) {
+    invalid("data_path and mixture_toml are both set: train on one directory (data_path) or on a mixture "
+            "(mixture_toml), not both");
+  }
   if (c.target_loss && !c.validation_enabled) {
     invalid("target_loss needs validation_enabled = true (training stops when the validation loss reaches it): "
             "enable validation or remove target_loss");

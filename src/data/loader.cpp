@@ -91,6 +91,33 @@ void TokenLoader::skip_tokens(int64_t n) {
   }
 }
 
+void TokenLoader::next_sequence(int32_t* out) {
+  if (out) read_tokens(seq_len_ + 1, out);
+  else skip_tokens(seq_len_ + 1);
+  cursor_.sequences += 1;
+}
+
+nlohmann::json TokenLoader::state() const {
+  return {{"file", cursor_.file}, {"pos", cursor_.pos}, {"wraps", cursor_.wraps}, {"sequences", cursor_.sequences}};
+}
+
+void TokenLoader::set_state(const nlohmann::json& j) {
+  LoaderCursor c;
+  try {
+    c.file = j.at("file").get<int64_t>();
+    c.pos = j.at("pos").get<int64_t>();
+    c.wraps = j.at("wraps").get<int64_t>();
+    c.sequences = j.at("sequences").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("loader state for '", path_, "' is malformed: ", e.what());
+  }
+  set_cursor(c);
+}
+
+std::string TokenLoader::describe() const {
+  return path_ + " (" + std::to_string(files_.size()) + " shards, " + std::to_string(total_tokens_) + " tokens)";
+}
+
 void TokenLoader::next_batch(int64_t batch_size, int rank, int world, int32_t* out) {
   const int64_t seq = seq_len_ + 1;
   const int64_t begin = slice_begin(batch_size, rank, world), len = slice_size(batch_size, rank, world);

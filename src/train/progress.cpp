@@ -31,7 +31,7 @@ void Progress::line(const std::string& s) {
   if (os_) *os_ << s << std::endl;
 }
 
-void Progress::header(const Config& cfg, Model& model, const TokenLoader& loader, const std::string& run_id) {
+void Progress::header(const Config& cfg, Model& model, const DataLoader& loader, const std::string& run_id) {
   if (!os_) return;
   const ModelShape& s = model.shape();
   std::ostream& o = *os_;
@@ -47,8 +47,7 @@ void Progress::header(const Config& cfg, Model& model, const TokenLoader& loader
     << format_count(static_cast<double>(model.active_params())) << " active per token\n";
   o << "  batch: " << cfg.batch_size << " x " << cfg.seq_len << " tokens (" << model.options().micro_batch
     << " sequences per micro-batch), " << cfg.steps << " steps\n";
-  o << "  data: " << loader.path() << " (" << loader.num_files() << " shards, "
-    << format_count(static_cast<double>(loader.total_tokens())) << " tokens)\n";
+  o << "  data: " << loader.describe() << "\n";
   o << "memory plan:\n" << model.memory_plan().str() << std::flush;
 }
 

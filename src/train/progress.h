@@ -12,14 +12,14 @@
 namespace nmoe {
 
 class Model;
-class TokenLoader;
+class DataLoader;
 struct RouterStats;
 
 class Progress {
  public:
   explicit Progress(std::ostream* os) : os_(os) {}
   void line(const std::string& s);
-  void header(const Config& cfg, Model& model, const TokenLoader& loader, const std::string& run_id);
+  void header(const Config& cfg, Model& model, const DataLoader& loader, const std::string& run_id);
   // steps_run: steps completed by this process (for the ETA).
   void step(int64_t s, int64_t total, double loss, double lr, double grad_norm, double tokens_per_s,
             double elapsed_s, double steps_run, const RouterStats* router);

@@ -16,6 +16,8 @@
 #include "checkpoint/checkpoint.h"
 #include "core/rng.h"
 #include "data/loader.h"
+#include "data/manifest.h"
+#include "data/mixture.h"
 #include "metrics/metrics_db.h"
 #include "model/model.h"
 #include "optim/optimizer.h"
@@ -136,7 +138,11 @@ std::unique_ptr<Backend> make_backend(const Config& cfg) {
 
 TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts) {
   Progress out(opts.out);
-  NMOE_CHECK(cfg.data_path, "data_path is not set: point it at a directory of .npy token shards");
+  NMOE_CHECK(cfg.data_path || cfg.mixture_toml,
+             "no training data: set data_path (a directory of .npy token shards) or mixture_toml");
+  if (cfg.data_path) check_dataset_matches(*cfg.data_path, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id);
+  if (cfg.validation_enabled)
+    check_dataset_matches(*cfg.validation_data_path, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id);
   InterruptGuard interrupt_guard;
 
   ModelOptions mo;
@@ -145,7 +151,9 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
   mo.seq_len = cfg.seq_len;
   Model model(cfg, backend, mo);
   Optimizer optimizer(cfg, model);
-  TokenLoader loader(*cfg.data_path, cfg.seq_len, cfg.vocab_size);
+  auto loader_ptr = make_data_loader(cfg.data_path.value_or(""), cfg.mixture_toml.value_or(""), cfg.seq_len,
+                                     cfg.vocab_size);
+  DataLoader& loader = *loader_ptr;
   loader.on_wrap([&](const std::string& msg) { out.line("warning: " + msg); });
   Rng rng(static_cast<uint64_t>(cfg.seed));
 
@@ -158,7 +166,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     step = st.step;
     tokens_seen = st.tokens_seen;
     optimizer.set_adam_steps(st.adam_steps);
-    loader.set_cursor(st.loader);
+    loader.set_state(st.loader);
     rng.set_state(st.rng);
     out.line("resumed from " + *ck + " at step " + std::to_string(step));
   } else {
@@ -193,7 +201,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     st.step = step;
     st.tokens_seen = tokens_seen;
     st.adam_steps = optimizer.adam_steps();
-    st.loader = loader.cursor();
+    st.loader = loader.state();
     st.rng = rng.state();
     st.world_size = cfg.world_size;
     st.run_id = res.run_id;

@@ -1,0 +1,147 @@
+// Internals of the BPE tokenizers, shared by src/tokenizer/*.cpp and the tests.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace nmoe::tok {
+
+constexpr uint32_t kNoToken = 0xFFFFFFFFu;
+
+inline uint64_t mix64(uint64_t x) {
+  x ^= x >> 32;
+  x *= 0xD6E8FEB86659FD93ull;
+  x ^= x >> 32;
+  return x;
+}
+
+// Fast hash of a short byte string (tokens and pieces are mostly < 16 bytes).
+inline uint64_t hash_bytes(const char* p, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xC2B2AE3D27D4EB4Full);
+  while (n >= 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+    p += 8;
+    n -= 8;
+  }
+  uint64_t w = 0;
+  if (n >= 4) {
+    uint32_t a, b;
+    std::memcpy(&a, p, 4);
+    std::memcpy(&b, p + n - 4, 4);
+    w = (uint64_t(a) << 32) | b;
+  } else if (n > 0) {
+    w = (uint64_t(uint8_t(p[0])) << 16) | (uint64_t(uint8_t(p[n >> 1])) << 8) | uint8_t(p[n - 1]);
+  }
+  return mix64((h ^ w) * 0x94D049BB133111EBull);
+}
+
+// The mergeable tokens of an encoding: id (= BPE rank) <-> bytes, and for every
+// pair of tokens whose concatenation is a token, the id of that token.
+// tiktoken merges two adjacent parts whenever their concatenated bytes form a
+// token, with the rank of that token; keying pairs by ids is equivalent because
+// every part is always a token.
+class BpeVocab {
+ public:
+  // tokens[id] = bytes of token id; ids whose entry is absent have no token.
+  // All 256 single bytes must be tokens; bytes must be unique.
+  explicit BpeVocab(std::vector<std::pair<uint32_t, std::string>> tokens);
+
+  uint32_t find(const char* p, size_t n) const;  // id, or kNoToken
+  uint32_t find(std::string_view s) const { return find(s.data(), s.size()); }
+  uint32_t byte_token(uint8_t b) const { return byte_token_[b]; }
+  uint32_t merge(uint32_t left, uint32_t right) const;  // merged id (its rank), or kNoToken
+  bool has(uint32_t id) const { return id < len_.size() && len_[id] != kNoToken; }
+  std::string_view bytes(uint32_t id) const { return {arena_.data() + off_[id], len_[id]}; }
+  uint32_t id_limit() const { return static_cast<uint32_t>(len_.size()); }  // max id + 1
+  size_t num_tokens() const { return num_tokens_; }
+  size_t num_pairs() const { return pair_count_; }
+
+ private:
+  std::string arena_;
+  std::vector<uint64_t> off_;
+  std::vector<uint32_t> len_;  // kNoToken where there is no token
+  size_t num_tokens_ = 0;
+  uint32_t byte_token_[256];
+  // bytes -> id: open addressing, slot = (hash tag << 32) | (id + 1), 0 = empty
+  std::vector<uint64_t> slots_;
+  uint64_t slot_mask_ = 0;
+  // (left << 32 | right) -> merged id: open addressing, key ~0 = empty
+  std::vector<uint64_t> pair_keys_;
+  std::vector<uint32_t> pair_vals_;
+  uint64_t pair_mask_ = 0;
+  size_t pair_count_ = 0;
+};
+
+// Reusable buffers of one thread for the merge of long pieces.
+struct MergeScratch {
+  std::vector<uint32_t> ids, next, prev;
+  std::vector<uint64_t> heap;
+};
+
+// Appends the tokens of one piece that is not itself a token (any length >= 1).
+void bpe_merge(const BpeVocab& vocab, std::string_view piece, std::vector<uint32_t>& out, MergeScratch& scratch);
+
+// ---- pre-tokenization (PCRE2) ----
+
+enum class SplitPattern { kGpt2, kO200k };
+
+// The exact tiktoken pattern (for display and for the reference script check).
+const char* tiktoken_pattern(SplitPattern p);
+// The PCRE2 pattern we compile: tiktoken's with its Unicode classes made to
+// match fancy-regex's (see pretokenize.cpp).
+std::string pcre2_pattern(SplitPattern p);
+
+class Pretokenizer {
+ public:
+  explicit Pretokenizer(SplitPattern p);
+  ~Pretokenizer();
+  Pretokenizer(const Pretokenizer&) = delete;
+  Pretokenizer& operator=(const Pretokenizer&) = delete;
+
+  // Per-thread matching state (match data, JIT stack).
+  struct State;
+  std::unique_ptr<State, void (*)(State*)> new_state() const;
+  // Next piece of text at or after pos: [start, end). false at the end.
+  // The text must be valid UTF-8.
+  bool next(State& st, std::string_view text, size_t pos, size_t& start, size_t& end) const;
+
+ private:
+  void* code_ = nullptr;  // pcre2_code_8*
+  bool jit_ = false;
+};
+
+// All pieces of text (for tests).
+std::vector<std::string> pretokenize(SplitPattern p, std::string_view text);
+
+// ---- loading ----
+
+struct LoadedRanks {
+  std::vector<std::pair<uint32_t, std::string>> tokens;  // (rank, bytes)
+};
+// tiktoken's data_gym_to_mergeable_bpe_ranks over encoder.json and vocab.bpe.
+LoadedRanks load_gpt2_ranks(const std::string& encoder_json_path, const std::string& vocab_bpe_path);
+// tiktoken's load_tiktoken_bpe: lines "<base64 bytes> <rank>".
+LoadedRanks load_tiktoken_ranks(const std::string& path);
+std::vector<uint8_t> base64_decode(std::string_view s);  // throws Error on bad input
+
+// The BPE tokenizer over a vocabulary, a split pattern and special tokens.
+std::shared_ptr<const Tokenizer> make_bpe_tokenizer(std::string name, std::shared_ptr<const BpeVocab> vocab,
+                                                    SplitPattern pattern, std::map<uint32_t, std::string> specials,
+                                                    uint32_t vocab_size, uint32_t eos_id);
+std::shared_ptr<const Tokenizer> make_bytes_tokenizer();
+
+// Special tokens of o200k_harmony (tiktoken's o200k_harmony()), id -> text.
+std::map<uint32_t, std::string> harmony_special_tokens();
+
+}  // namespace nmoe::tok
