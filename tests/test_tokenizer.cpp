@@ -139,6 +139,45 @@ TEST(Tokenizer, Pieces) {
             (V{"x" + utf8(0x10D50), " " + utf8(0x10940), "y"}));
 }
 
+// The fast pattern must give the exact pattern's pieces on any text without
+// the few code points where PCRE2's tables differ from tiktoken's.
+TEST(Tokenizer, FastPatternEqualsExactPattern) {
+  using tok::PatternChoice;
+  using tok::SplitPattern;
+  const std::vector<std::string> units = {
+      "a", "z", "A", "Z", "q", "Q", "0", "7", " ", " ", " ", "\t", "\n", "\r", "\r\n", "\v", "\f", "'", "'", "/", "!",
+      ".", ",", "-", "_", "\"", "'s", "'S", "'t", "'T", "'re", "'RE", "'rE", "'ve", "'Ve", "'m", "'M", "'ll", "'LL",
+      "'lL", "'d", "'D", "'x", "\u017F", "'\u017F", "\u212A", "'\u212A", "\u00C9", "\u03A9", "\u0416", "\u00E9",
+      "\u03C9", "\u0436", "\u00DF", "\u1E9E", "\u0130", "\u0131", "\uFB05", "\u01C5", "\u1F88", "\u02B0", "\u30FC",
+      "\u65E5", "\u05D0", "\u0E01", "\u0301", "\u0E31", "\u093E", "\u0663", "\u216B", "\u00BD", "\u00B2", "\u00A0",
+      "\u0085", "\u3000", "\u2028", "\u1680", "\u2003", "\U0001F600", "\u200D", "\uFE0F", "\u200B", "\x1C", "\uFFFD",
+      "\u00AD", "\u2019", "\u0295"};
+  const tok::Pretokenizer splitters[2] = {tok::Pretokenizer(SplitPattern::kGpt2), tok::Pretokenizer(SplitPattern::kO200k)};
+  auto state = splitters[0].new_state();
+  auto pieces = [&](const tok::Pretokenizer& pt, const std::string& s, bool exact) {
+    std::vector<std::pair<size_t, size_t>> out;
+    size_t pos = 0, b = 0, e = 0;
+    while (pt.next(*state, s, pos, b, e, exact)) out.emplace_back(b, e), pos = e;
+    return out;
+  };
+  std::mt19937 rng(2024);
+  for (int i = 0; i < 30000; ++i) {
+    std::string s;
+    const size_t n = 1 + rng() % 40;
+    for (size_t k = 0; k < n; ++k) s += units[rng() % units.size()];
+    ASSERT_TRUE(tok::fast_pattern_applies(s));
+    for (const auto& pt : splitters) ASSERT_EQ(pieces(pt, s, false), pieces(pt, s, true)) << testing::PrintToString(s);
+  }
+  const std::string text = shakespeare();
+  for (SplitPattern p : {SplitPattern::kGpt2, SplitPattern::kO200k})
+    EXPECT_EQ(tok::pretokenize(p, text, PatternChoice::kFast), tok::pretokenize(p, text, PatternChoice::kExact));
+  // texts with a divergent code point take the exact pattern
+  EXPECT_FALSE(tok::fast_pattern_applies("a\u180Eb"));
+  EXPECT_FALSE(tok::fast_pattern_applies("abc " + utf8(0x31350)));
+  EXPECT_FALSE(tok::fast_pattern_applies(utf8(0x897)));
+  EXPECT_TRUE(tok::fast_pattern_applies("abc " + utf8(0x10940) + utf8(0x1F600) + utf8(0x4E00)));
+}
+
 TEST(Tokenizer, RoundTripShakespeare) {
   const std::string text = shakespeare();
   ASSERT_GT(text.size(), 1000000u);

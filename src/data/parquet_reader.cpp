@@ -245,6 +245,7 @@ void ParquetFile::read_chunk(const Leaf& leaf, int rg, const StringFn& fn) const
     if (m.type != leaf.type) corrupt("column chunk type ", type_name(m.type), " differs from the schema's");
     if (m.num_values != group.num_rows)
       corrupt("column chunk has ", m.num_values, " values but the row group has ", group.num_rows, " rows");
+    if (m.num_values == 0) return;  // an empty chunk (pyarrow leaves its offsets at 0)
     int64_t start = m.data_page_offset;
     if (m.dictionary_page_offset && *m.dictionary_page_offset > 0 && *m.dictionary_page_offset < start)
       start = *m.dictionary_page_offset;

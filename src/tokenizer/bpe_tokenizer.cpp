@@ -89,8 +89,9 @@ class BpeTokenizer final : public Tokenizer {
     }
     Workspace& ws = workspace();
     out.reserve(out.size() + text.size() / 4 + 16);
+    const bool exact = !fast_pattern_applies(text);
     size_t pos = 0, start = 0, end = 0;
-    while (pretok_.next(*ws.state, text, pos, start, end)) {
+    while (pretok_.next(*ws.state, text, pos, start, end, exact)) {
       encode_piece(text.data() + start, end - start, out, ws);
       pos = end;
     }

@@ -96,11 +96,17 @@ void bpe_merge(const BpeVocab& vocab, std::string_view piece, std::vector<uint32
 
 enum class SplitPattern { kGpt2, kO200k };
 
-// The exact tiktoken pattern (for display and for the reference script check).
+// tiktoken's pattern string (tiktoken_ext/openai_public.py).
 const char* tiktoken_pattern(SplitPattern p);
-// The PCRE2 pattern we compile: tiktoken's with its Unicode classes made to
-// match fancy-regex's (see pretokenize.cpp).
-std::string pcre2_pattern(SplitPattern p);
+// Its PCRE2 translation that gives tiktoken's pieces on every text (slow), and
+// the optimized one that does so wherever fast_pattern_applies (patterns.cpp).
+std::string pcre2_exact_pattern(SplitPattern p);
+std::string pcre2_fast_pattern(SplitPattern p);
+// False if the text has a code point where PCRE2's Unicode tables differ from
+// tiktoken's (letters etc. new in Unicode 15-16, U+180E). Text must be valid UTF-8.
+bool fast_pattern_applies(std::string_view text);
+
+enum class PatternChoice { kAuto, kFast, kExact };
 
 class Pretokenizer {
  public:
@@ -112,17 +118,17 @@ class Pretokenizer {
   // Per-thread matching state (match data, JIT stack).
   struct State;
   std::unique_ptr<State, void (*)(State*)> new_state() const;
-  // Next piece of text at or after pos: [start, end). false at the end.
-  // The text must be valid UTF-8.
-  bool next(State& st, std::string_view text, size_t pos, size_t& start, size_t& end) const;
+  // Next piece of text at or after pos: [start, end); false at the end. The
+  // text must be valid UTF-8; exact selects the exact pattern (see above).
+  bool next(State& st, std::string_view text, size_t pos, size_t& start, size_t& end, bool exact) const;
 
  private:
-  void* code_ = nullptr;  // pcre2_code_8*
-  bool jit_ = false;
+  void* code_[2] = {nullptr, nullptr};  // pcre2_code_8*: fast, exact
+  bool jit_[2] = {false, false};
 };
 
 // All pieces of text (for tests).
-std::vector<std::string> pretokenize(SplitPattern p, std::string_view text);
+std::vector<std::string> pretokenize(SplitPattern p, std::string_view text, PatternChoice c = PatternChoice::kAuto);
 
 // ---- loading ----
 
