@@ -44,14 +44,14 @@ class Thrift {
     }
     last_ = id;
   }
-  void i32(int16_t id, int32_t v) { field(id, 5); zigzag(v); }
-  void i64(int16_t id, int64_t v) { field(id, 6); zigzag(v); }
+  void i32(int16_t id, int32_t v) { field(id, 5), zigzag(v); }
+  void i64(int16_t id, int64_t v) { field(id, 6), zigzag(v); }
   void boolean(int16_t id, bool v) { field(id, v ? 1 : 2); }
-  void binary(int16_t id, const std::string& s) { field(id, 8); raw_binary(s); }
-  void raw_binary(const std::string& s) { varint(s.size()); out += s; }
-  void begin_struct(int16_t id) { field(id, 12); push(); }
-  void begin_elem() { push(); }                       // a struct inside a list
-  void end() { out += char(0); last_ = stack_.back(); stack_.pop_back(); }
+  void binary(int16_t id, const std::string& s) { field(id, 8), raw_binary(s); }
+  void raw_binary(const std::string& s) { varint(s.size()), out += s; }
+  void begin_struct(int16_t id) { field(id, 12), push(); }
+  void begin_elem() { push(); }  // a struct inside a list
+  void end() { out += char(0), last_ = stack_.back(), stack_.pop_back(); }
   void list(int16_t id, uint8_t elem, size_t n) {
     field(id, 9);
     if (n < 15) { out += char(n << 4 | elem); } else { out += char(0xf0 | elem); varint(n); }
@@ -149,7 +149,6 @@ struct Options {
 
 inline std::string compress(int codec, const std::string& s) {
   std::string out;
-  if (codec == kNone) return s;
   if (codec == kSnappy) {
     size_t n = snappy_max_compressed_length(s.size());
     out.resize(n);
@@ -171,6 +170,8 @@ inline std::string compress(int codec, const std::string& s) {
     size_t n = ZSTD_compress(out.data(), out.size(), s.data(), s.size(), 3);
     if (ZSTD_isError(n)) throw std::runtime_error("zstd");
     out.resize(n);
+  } else {
+    return s;
   }
   return out;
 }
@@ -208,10 +209,14 @@ inline std::string encode_values(int enc, const std::vector<std::string>& v, con
   return delta_binary_packed(prefixes) + delta_binary_packed(lens) + data;
 }
 
+inline std::vector<std::string> split_path(const std::string& name) {
+  size_t dot = name.find('.');
+  if (dot == std::string::npos) return {name};
+  return {name.substr(0, dot), name.substr(dot + 1)};
+}
+
 inline void page_header(Thrift& t, int type, size_t usize, size_t csize) {
-  t.i32(1, type);
-  t.i32(2, int32_t(usize));
-  t.i32(3, int32_t(csize));
+  t.i32(1, type), t.i32(2, int32_t(usize)), t.i32(3, int32_t(csize));
   t.i32(4, 0x12345678);  // crc, ignored by the reader
 }
 
@@ -237,16 +242,13 @@ inline std::string write_parquet(const std::vector<Column>& cols, const Options&
         std::string body = plain_strings(entries), comp = compress(o.codec, body);
         Thrift h;
         page_header(h, 2, body.size(), comp.size());
-        h.begin_struct(7);
-        h.i32(1, int32_t(entries.size()));
-        h.i32(2, o.encoding == kPlainDict ? kPlainDict : kPlain);
-        h.end();
-        h.out += char(0);
+        h.begin_struct(7), h.i32(1, int32_t(entries.size()));
+        h.i32(2, o.encoding == kPlainDict ? kPlainDict : kPlain), h.end(), h.out += char(0);
         ci.dict_offset = int64_t(file.size());
         ci.usize += int64_t(h.out.size() + body.size());
         file += h.out + comp;
       }
-      int max_def = (c.optional ? 1 : 0) + (c.name.find('.') != std::string::npos ? 1 : 0);
+      int max_def = (c.optional ? 1 : 0) + int(split_path(c.name).size()) - 1;
       for (size_t p0 = g0; p0 < g1; p0 += o.rows_per_page) {
         size_t p1 = std::min(g1, p0 + o.rows_per_page);
         std::vector<uint32_t> defs;
@@ -272,29 +274,17 @@ inline std::string write_parquet(const std::vector<Column>& cols, const Options&
           body += values;
           comp = compress(o.codec, body);
           page_header(h, 0, body.size(), comp.size());
-          h.begin_struct(5);
-          h.i32(1, int32_t(p1 - p0));
-          h.i32(2, enc);
-          h.i32(3, kRle);
-          h.i32(4, kRle);
-          h.begin_struct(5);  // statistics: skipped by the reader
-          h.i64(3, nulls);
-          h.binary(5, "zzz");
-          h.binary(6, "");
-          h.end();
+          h.begin_struct(5), h.i32(1, int32_t(p1 - p0)), h.i32(2, enc), h.i32(3, kRle), h.i32(4, kRle);
+          // statistics: skipped by the reader
+          h.begin_struct(5), h.i64(3, nulls), h.binary(5, "zzz"), h.binary(6, ""), h.end();
           h.end();
         } else {
           std::string cv = o.v2_is_compressed ? compress(o.codec, values) : values;
           body = levels + values;
           comp = levels + cv;
           page_header(h, 3, body.size(), comp.size());
-          h.begin_struct(8);
-          h.i32(1, int32_t(p1 - p0));
-          h.i32(2, nulls);
-          h.i32(3, int32_t(p1 - p0));
-          h.i32(4, enc);
-          h.i32(5, int32_t(levels.size()));
-          h.i32(6, 0);
+          h.begin_struct(8), h.i32(1, int32_t(p1 - p0)), h.i32(2, nulls), h.i32(3, int32_t(p1 - p0));
+          h.i32(4, enc), h.i32(5, int32_t(levels.size())), h.i32(6, 0);
           if (!o.v2_is_compressed) h.boolean(7, false);
           h.end();
         }
@@ -312,33 +302,17 @@ inline std::string write_parquet(const std::vector<Column>& cols, const Options&
   meta.i32(1, 2);
   // Schema: root, then each column (a struct group before its leaf).
   size_t n_schema = 1;
-  for (const Column& c : cols) n_schema += c.name.find('.') != std::string::npos ? 2 : 1;
+  for (const Column& c : cols) n_schema += split_path(c.name).size();
   meta.list(2, 12, n_schema);
-  meta.begin_elem();
-  meta.binary(4, "schema");
-  meta.i32(5, int32_t(cols.size()));
-  meta.end();
+  meta.begin_elem(), meta.binary(4, "schema"), meta.i32(5, int32_t(cols.size())), meta.end();
   for (const Column& c : cols) {
-    std::string leaf = c.name;
-    if (size_t dot = c.name.find('.'); dot != std::string::npos) {
-      meta.begin_elem();
-      meta.i32(3, 1);
-      meta.binary(4, c.name.substr(0, dot));
-      meta.i32(5, 1);
-      meta.end();
-      leaf = c.name.substr(dot + 1);
-    }
-    meta.begin_elem();
-    meta.i32(1, c.is_int64 ? 2 : 6);
-    meta.i32(3, c.repeated ? 2 : c.optional ? 1 : 0);
-    meta.binary(4, leaf);
-    if (!c.is_int64) {
-      meta.i32(6, 0);  // converted type UTF8
-      meta.begin_struct(10);  // logicalType: STRING (an empty struct in a union)
-      meta.begin_struct(1);
-      meta.end();
-      meta.end();
-    }
+    std::vector<std::string> parts = split_path(c.name);
+    if (parts.size() == 2)  // the optional struct group
+      meta.begin_elem(), meta.i32(3, 1), meta.binary(4, parts[0]), meta.i32(5, 1), meta.end();
+    meta.begin_elem(), meta.i32(1, c.is_int64 ? 2 : 6), meta.i32(3, c.repeated ? 2 : c.optional ? 1 : 0);
+    meta.binary(4, parts.back());
+    // converted type UTF8, logicalType STRING (an empty struct in a union)
+    if (!c.is_int64) meta.i32(6, 0), meta.begin_struct(10), meta.begin_struct(1), meta.end(), meta.end();
     meta.end();
   }
   meta.i64(3, int64_t(rows));
@@ -351,39 +325,20 @@ inline std::string write_parquet(const std::vector<Column>& cols, const Options&
     for (size_t c = 0; c < cols.size(); ++c) {
       const ChunkInfo& ci = groups[g][c];
       bool dict = ci.dict_offset >= 0;
-      meta.begin_elem();
-      meta.i64(2, ci.offset);
-      meta.begin_struct(3);
-      meta.i32(1, cols[c].is_int64 ? 2 : 6);
-      meta.list(2, 5, 2);
-      meta.zigzag(kRle);
-      meta.zigzag(o.encoding);
-      std::string leaf = cols[c].name;
-      if (size_t dot = leaf.find('.'); dot != std::string::npos) {
-        meta.list(3, 8, 2);
-        meta.raw_binary(leaf.substr(0, dot));
-        meta.raw_binary(leaf.substr(dot + 1));
-      } else {
-        meta.list(3, 8, 1);
-        meta.raw_binary(leaf);
-      }
+      meta.begin_elem(), meta.i64(2, ci.offset), meta.begin_struct(3), meta.i32(1, cols[c].is_int64 ? 2 : 6);
+      meta.list(2, 5, 2), meta.zigzag(kRle), meta.zigzag(o.encoding);
+      std::vector<std::string> parts = split_path(cols[c].name);
+      meta.list(3, 8, parts.size());
+      for (const std::string& part : parts) meta.raw_binary(part);
       meta.i32(4, o.codec_in_metadata >= 0 ? o.codec_in_metadata : o.codec);
-      meta.i64(5, int64_t(g_rows));
-      meta.i64(6, ci.usize);
-      meta.i64(7, ci.size);
-      meta.i64(9, ci.data_offset);
+      meta.i64(5, int64_t(g_rows)), meta.i64(6, ci.usize), meta.i64(7, ci.size), meta.i64(9, ci.data_offset);
       if (dict) meta.i64(11, ci.dict_offset);
-      meta.end();
-      meta.end();
+      meta.end(), meta.end();
     }
     meta.i64(2, 0);  // total_byte_size, after the list
     meta.end();
   }
-  meta.list(5, 12, 1);  // key_value_metadata
-  meta.begin_elem();
-  meta.binary(1, "writer");
-  meta.binary(2, "nmoe test");
-  meta.end();
+  meta.list(5, 12, 1), meta.begin_elem(), meta.binary(1, "writer"), meta.binary(2, "nmoe test"), meta.end();
   meta.binary(6, "nmoe parquet_test_writer");
   meta.out += char(0);
   file += meta.out;

@@ -304,6 +304,17 @@ TEST(ParquetFixtures, PyarrowFilesMatchTheirExpectations) {
     Strings got = read_all(f, column);
     ASSERT_EQ(got.size(), want.size());
     for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "row " << i;
+    // Row groups one at a time, last first, as a parallel reader would.
+    for (int g = f.num_row_groups() - 1; g >= 0; --g) {
+      int64_t first = 0;
+      for (int k = 0; k < g; ++k) first += f.row_group_num_rows(k);
+      int64_t next = first;
+      f.read_strings(column, g, [&](int64_t row, std::optional<std::string_view> v) {
+        ASSERT_EQ(row, next++);
+        ASSERT_EQ(v ? std::optional<std::string>(*v) : std::nullopt, want[row]);
+      });
+      EXPECT_EQ(next, first + f.row_group_num_rows(g));
+    }
   }
   // The multi-column file: column selection and its errors.
   std::string multi = (dir / "multi_column.parquet").string();

@@ -183,23 +183,41 @@ TEST_P(TokenizerVectors, VocabularyAndSpecialTokens) {
   EXPECT_EQ(h.hex_digest(), info["mergeable_sha256"].get<std::string>());
 }
 
+// Texts encoded one by one: vectors[name][set]["counts"][k] ids for text k, in order.
+void expect_chunked(const Tokenizer& t, const json& meta, const json& vec, const std::vector<std::string>& texts,
+                    const std::string& what) {
+  ASSERT_EQ(texts.size(), vec["counts"].size());
+  const Ids all = read_ids(vec["file"]);
+  ASSERT_EQ(hex_ids_sha256(all), vec["sha256"].get<std::string>());
+  size_t start = 0;
+  for (size_t k = 0; k < texts.size(); ++k) {
+    if (meta.contains("chunks")) {
+      ASSERT_EQ(sha256_hex(texts[k]), meta["chunks"][k]["sha256"].get<std::string>())
+          << what << " text " << k << " is read differently from the script: " << testing::PrintToString(texts[k]);
+    }
+    const size_t count = vec["counts"][k];
+    ASSERT_LE(start + count, all.size());
+    const Ids want(all.begin() + static_cast<long>(start), all.begin() + static_cast<long>(start + count));
+    start += count;
+    expect_same_ids(t, want, t.encode_ordinary(texts[k]), what + " " + testing::PrintToString(texts[k]));
+  }
+  EXPECT_EQ(start, all.size());
+}
+
 TEST_P(TokenizerVectors, EdgeCases) {
   const json& meta = index_["texts"]["edge"];
   const std::string raw = read_bytes(source_dir() + "/" + meta["source"].get<std::string>());
   ASSERT_EQ(sha256_hex(raw), meta["source_sha256"].get<std::string>())
       << "tokenizer_edge_cases.txt changed since the fixtures were made: run the script again";
-  const auto texts = edge_case_texts(raw);
-  ASSERT_EQ(texts.size(), meta["chunks"].size());
-  const json& vec = vec_["edge"];
-  const Ids all = read_ids(vec["file"]);
-  ASSERT_EQ(hex_ids_sha256(all), vec["sha256"].get<std::string>());
-  for (size_t k = 0; k < texts.size(); ++k) {
-    ASSERT_EQ(sha256_hex(texts[k]), meta["chunks"][k]["sha256"].get<std::string>())
-        << "text " << k << " is read differently from the script: " << testing::PrintToString(texts[k]);
-    const size_t start = vec["chunks"][k][0], count = vec["chunks"][k][1];
-    const Ids want(all.begin() + static_cast<long>(start), all.begin() + static_cast<long>(start + count));
-    expect_same_ids(*tok_, want, tok_->encode_ordinary(texts[k]), "edge case " + testing::PrintToString(texts[k]));
-  }
+  expect_chunked(*tok_, meta, vec_["edge"], edge_case_texts(raw), "edge case");
+}
+
+TEST_P(TokenizerVectors, FuzzTexts) {
+  const json& meta = index_["texts"]["fuzz"];
+  const std::string raw = read_bytes(fixture_dir() + "/" + meta["source"].get<std::string>());
+  ASSERT_EQ(sha256_hex(raw), meta["source_sha256"].get<std::string>());
+  const auto texts = json::parse(raw).get<std::vector<std::string>>();
+  expect_chunked(*tok_, meta, vec_["fuzz"], texts, "fuzz text");
 }
 
 TEST_P(TokenizerVectors, Shakespeare) {

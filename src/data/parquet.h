@@ -12,7 +12,8 @@
 //
 // Every length and offset read from the file is bounds-checked: a truncated or
 // corrupted file gives an nmoe::Error naming the file, column, row group and
-// page, never a crash.
+// page, never a crash. The const methods keep no state between calls, so
+// several threads may read (different row groups of) one file at once.
 #pragma once
 
 #include <cstddef>

@@ -52,17 +52,17 @@ BpeVocab::BpeVocab(std::vector<std::pair<uint32_t, std::string>> tokens) {
   tokens.shrink_to_fit();
 
   // bytes -> id
-  slots_.assign(table_size(num_tokens_), 0);
+  slots_.assign(table_size(num_tokens_), Slot{0, 0, 0});
   slot_mask_ = slots_.size() - 1;
   for (uint32_t id = 0; id < limit; ++id) {
     if (len_[id] == kNoToken) continue;
     const std::string_view b = bytes(id);
     const uint32_t have = find(b);
     if (have != kNoToken) fail("tokenizer: tokens ", have, " and ", id, " have the same bytes");
-    const uint64_t h = hash_bytes(b.data(), b.size());
-    uint64_t i = h & slot_mask_;
-    while (slots_[i] != 0) i = (i + 1) & slot_mask_;
-    slots_[i] = ((h >> 32) << 32) | (uint64_t(id) + 1);
+    const uint64_t head = load_head(b.data(), b.size());
+    uint64_t i = hash_bytes(b.data(), b.size(), head) & slot_mask_;
+    while (slots_[i].id1 != 0) i = (i + 1) & slot_mask_;
+    slots_[i] = Slot{head, id + 1, len_[id]};
   }
   for (int b = 0; b < 256; ++b) {
     const char c = static_cast<char>(b);
@@ -90,21 +90,6 @@ BpeVocab::BpeVocab(std::vector<std::pair<uint32_t, std::string>> tokens) {
     uint64_t i = pair_hash(p >> kIdBits) & pair_mask_;
     while (pair_keys_[i] != kEmptyPair) i = (i + 1) & pair_mask_;
     pair_keys_[i] = p;
-  }
-}
-
-uint32_t BpeVocab::find(const char* p, size_t n) const {
-  const uint64_t h = hash_bytes(p, n);
-  const uint64_t tag = h >> 32;
-  uint64_t i = h & slot_mask_;
-  for (;;) {
-    const uint64_t s = slots_[i];
-    if (s == 0) return kNoToken;
-    if ((s >> 32) == tag) {
-      const uint32_t id = static_cast<uint32_t>(s) - 1;
-      if (len_[id] == n && std::memcmp(arena_.data() + off_[id], p, n) == 0) return id;
-    }
-    i = (i + 1) & slot_mask_;
   }
 }
 

@@ -15,35 +15,37 @@ namespace {
 
 std::atomic<uint64_t> g_next_uid{1};
 
-// Recently merged pieces of one thread.
+// Recent pieces of one thread and their ids (direct-mapped, one cache line
+// per entry): most pieces of real text repeat, and this small table stays in
+// the CPU caches where the vocabulary tables do not.
 struct PieceCache {
-  static constexpr size_t kEntries = 4096;
-  static constexpr size_t kMaxBytes = 38;
-  static constexpr size_t kMaxIds = 8;
-  struct Entry {
-    uint64_t hash = 0;
+  static constexpr size_t kEntries = 16384;
+  static constexpr size_t kMaxIds = 5;
+  static constexpr size_t kMaxBytes = 40;
+  struct alignas(64) Entry {
+    uint64_t head = 0;
     uint8_t len = 0;  // 0 = empty
     uint8_t n = 0;
-    char bytes[kMaxBytes];
     uint32_t ids[kMaxIds];
+    char tail[kMaxBytes - 8];  // bytes 8.. of the piece
   };
-  std::vector<Entry> entries;
+  static_assert(sizeof(Entry) == 64);
+  std::vector<Entry> entries{kEntries};
 
-  const Entry* find(uint64_t h, const char* p, size_t len) const {
-    if (entries.empty()) return nullptr;
-    const Entry& e = entries[h & (kEntries - 1)];
-    if (e.hash == h && e.len == len && len != 0 && std::memcmp(e.bytes, p, len) == 0) return &e;
+  const Entry* find(uint64_t hash, uint64_t head, const char* p, size_t len) const {
+    const Entry& e = entries[hash & (kEntries - 1)];
+    if (e.head == head && e.len == len && len != 0 && (len <= 8 || std::memcmp(e.tail, p + 8, len - 8) == 0))
+      return &e;
     return nullptr;
   }
-  void put(uint64_t h, const char* p, size_t len, const uint32_t* ids, size_t n) {
+  void put(uint64_t hash, uint64_t head, const char* p, size_t len, const uint32_t* ids, size_t n) {
     if (len == 0 || len > kMaxBytes || n > kMaxIds) return;
-    if (entries.empty()) entries.resize(kEntries);
-    Entry& e = entries[h & (kEntries - 1)];
-    e.hash = h;
+    Entry& e = entries[hash & (kEntries - 1)];
+    e.head = head;
     e.len = static_cast<uint8_t>(len);
     e.n = static_cast<uint8_t>(n);
-    std::memcpy(e.bytes, p, len);
     std::memcpy(e.ids, ids, n * sizeof(uint32_t));
+    if (len > 8) std::memcpy(e.tail, p + 8, len - 8);
   }
 };
 
@@ -129,19 +131,17 @@ class BpeTokenizer final : public Tokenizer {
       out.push_back(vocab_->byte_token(static_cast<uint8_t>(*p)));
       return;
     }
-    const uint32_t whole = vocab_->find(p, n);
-    if (whole != kNoToken) {
-      out.push_back(whole);
-      return;
-    }
-    const uint64_t h = hash_bytes(p, n);
-    if (const auto* e = ws.cache.find(h, p, n)) {
+    const uint64_t head = load_head(p, n);
+    const uint64_t h = hash_bytes(p, n, head);
+    if (const auto* e = ws.cache.find(h, head, p, n)) {
       out.insert(out.end(), e->ids, e->ids + e->n);
       return;
     }
     const size_t before = out.size();
-    bpe_merge(*vocab_, std::string_view(p, n), out, ws.scratch);
-    ws.cache.put(h, p, n, out.data() + before, out.size() - before);
+    const uint32_t whole = vocab_->find(p, n, head, h);
+    if (whole != kNoToken) out.push_back(whole);
+    else bpe_merge(*vocab_, std::string_view(p, n), out, ws.scratch);
+    ws.cache.put(h, head, p, n, out.data() + before, out.size() - before);
   }
 
   // This thread's workspace for this tokenizer (a few tokenizers per thread are kept).

@@ -23,27 +23,34 @@ inline uint64_t mix64(uint64_t x) {
   return x;
 }
 
-// Fast hash of a short byte string (tokens and pieces are mostly < 16 bytes).
-inline uint64_t hash_bytes(const char* p, size_t n) {
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xC2B2AE3D27D4EB4Full);
-  while (n >= 8) {
-    uint64_t w;
-    std::memcpy(&w, p, 8);
-    h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
-    h ^= h >> 31;
-    p += 8;
-    n -= 8;
-  }
+// The first min(n, 8) bytes of p, zero-padded (little-endian): equal heads and
+// lengths mean equal strings up to 8 bytes.
+inline uint64_t load_head(const char* p, size_t n) {
   uint64_t w = 0;
-  if (n >= 4) {
+  if (n >= 8) {
+    std::memcpy(&w, p, 8);
+  } else if (n >= 4) {
     uint32_t a, b;
     std::memcpy(&a, p, 4);
     std::memcpy(&b, p + n - 4, 4);
-    w = (uint64_t(a) << 32) | b;
+    w = a | (uint64_t(b) << (8 * (n - 4)));
   } else if (n > 0) {
-    w = (uint64_t(uint8_t(p[0])) << 16) | (uint64_t(uint8_t(p[n >> 1])) << 8) | uint8_t(p[n - 1]);
+    const auto* u = reinterpret_cast<const uint8_t*>(p);
+    w = u[0] | (uint64_t(u[n >> 1]) << (8 * (n >> 1))) | (uint64_t(u[n - 1]) << (8 * (n - 1)));
   }
-  return mix64((h ^ w) * 0x94D049BB133111EBull);
+  return w;
+}
+
+// Hash of a byte string whose head is load_head(p, n).
+inline uint64_t hash_bytes(const char* p, size_t n, uint64_t head) {
+  uint64_t h = (head ^ (n * 0x9E3779B97F4A7C15ull)) * 0xBF58476D1CE4E5B9ull;
+  for (size_t i = 8; i < n; i += 8) {
+    uint64_t w;
+    if (i + 8 <= n) std::memcpy(&w, p + i, 8);
+    else w = load_head(p + i, n - i);
+    h = mix64(h ^ w) * 0x94D049BB133111EBull;
+  }
+  return mix64(h);
 }
 
 // The mergeable tokens of an encoding: id (= BPE rank) <-> bytes, and for every
@@ -57,8 +64,21 @@ class BpeVocab {
   // All 256 single bytes must be tokens; bytes must be unique.
   explicit BpeVocab(std::vector<std::pair<uint32_t, std::string>> tokens);
 
-  uint32_t find(const char* p, size_t n) const;  // id, or kNoToken
+  // id of the token with these bytes, or kNoToken
+  uint32_t find(const char* p, size_t n) const {
+    const uint64_t head = load_head(p, n);
+    return find(p, n, head, hash_bytes(p, n, head));
+  }
   uint32_t find(std::string_view s) const { return find(s.data(), s.size()); }
+  uint32_t find(const char* p, size_t n, uint64_t head, uint64_t hash) const {
+    for (uint64_t i = hash & slot_mask_;; i = (i + 1) & slot_mask_) {
+      const Slot& s = slots_[i];
+      if (s.id1 == 0) return kNoToken;
+      if (s.head == head && s.len == n &&
+          (n <= 8 || std::memcmp(arena_.data() + off_[s.id1 - 1] + 8, p + 8, n - 8) == 0))
+        return s.id1 - 1;
+    }
+  }
   uint32_t byte_token(uint8_t b) const { return byte_token_[b]; }
   uint32_t merge(uint32_t left, uint32_t right) const;  // merged id (its rank), or kNoToken
   bool has(uint32_t id) const { return id < len_.size() && len_[id] != kNoToken; }
@@ -73,8 +93,13 @@ class BpeVocab {
   std::vector<uint32_t> len_;  // kNoToken where there is no token
   size_t num_tokens_ = 0;
   uint32_t byte_token_[256];
-  // bytes -> id: open addressing, slot = (hash tag << 32) | (id + 1), 0 = empty
-  std::vector<uint64_t> slots_;
+  // bytes -> id: open addressing on hash_bytes, id1 = id + 1 (0 = empty)
+  struct Slot {
+    uint64_t head;
+    uint32_t id1;
+    uint32_t len;
+  };
+  std::vector<Slot> slots_;
   uint64_t slot_mask_ = 0;
   // (left << 32 | right) -> merged id: open addressing, key ~0 = empty
   std::vector<uint64_t> pair_keys_;

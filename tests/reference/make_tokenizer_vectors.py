@@ -11,6 +11,10 @@ their loaders redirected to those ranks. Then encode_ordinary is run over
   edge         every text of tests/reference/tokenizer_edge_cases.txt (one per
                line, escapes decoded, invalid UTF-8 repaired with
                bytes.decode("utf-8", "replace"))
+  fuzz         4000 random short texts mixing the characters the patterns treat
+               specially (contractions, case, marks, numbers, every kind of
+               whitespace, Unicode 15-17 letters) and random code points, plus
+               long whitespace runs; written to tokenizer_fuzz_texts.json
   shakespeare  data/corpus/tinyshakespeare.txt, whole
   wiki         the enwiki_2015 validation text (--wiki, .zst or plain): its first
                ~300 KB (cut after a newline) stored id by id, and the whole text
@@ -18,12 +22,16 @@ their loaders redirected to those ranks. Then encode_ordinary is run over
 
 and writes to --out:
   tokenizer_vectors.json            index: tokenizers, texts, id ranges, hashes
-  tokenizer_{gpt2,o200k_base}_{edge,shakespeare,wiki}.u32   ids, uint32 little-endian
+  tokenizer_fuzz_texts.json         the fuzz texts (a JSON list of strings)
+  tokenizer_{gpt2,o200k_base}_{edge,fuzz,shakespeare,wiki}.u32   ids, uint32 little-endian
 o200k_harmony must give o200k_base's ids (same ranks and pattern); the index
 records its hashes and points at o200k_base's files.
 
   python3 tests/reference/make_tokenizer_vectors.py --out tests/reference/fixtures \\
       --wiki ../shared/data/corpus/enwiki_2015/enwiki_2015_wikiextractor.val.txt.zst [--bench]
+
+(the .zst is read with the zstandard module or the zstd program, else from the
+decompressed .txt beside it; --bench also prints tiktoken's one-thread MB/s).
 
 --backend python swaps tiktoken for a pure-Python re-implementation (the
 `regex` module and tiktoken's merge loop) for self-checks where tiktoken is not
@@ -128,6 +136,36 @@ def edge_case_texts():
     return raw, texts
 
 
+FUZZ_UNITS = [
+    "a", "z", "A", "Z", "q", "Q", "0", "7", "5", " ", " ", " ", "\t", "\n", "\r", "\r\n", "\v", "\f", "'", "'", "/", "!",
+    ".", ",", "-", "_", '"', "'s", "'S", "'t", "'T", "'re", "'RE", "'rE", "'ve", "'Ve", "'m", "'M", "'ll", "'LL", "'lL",
+    "'d", "'D", "'x", "\u017F", "'\u017F", "\u212A", "'\u212A", "\u00C9", "\u03A9", "\u0416", "\u00E9", "\u03C9",
+    "\u0436", "\u00DF", "\u1E9E", "\u0130", "\u0131", "\uFB05", "\u01C5", "\u1F88", "\u02B0", "\u30FC", "\u65E5",
+    "\u05D0", "\u0E01", "\u0301", "\u0E31", "\u093E", "\u0663", "\u216B", "\u00BD", "\u00B2", "\u00A0", "\u0085",
+    "\u3000", "\u2028", "\u1680", "\u2003", "\U0001F600", "\u200D", "\uFE0F", "\u200B", "\x1C", "\uFFFD", "\u00AD",
+    "\u2019", "\u0295", "\u180E", "\U00031350", "\U00010D50", "\U00010D70", "\U00010940", "\U0001D2C0", "\u0897",
+    "\u1C89", "\u1C8A", "\uA7CB", "\uA7CE", "\U00011F50", "\U0001E030", "hello", "The", " world", "1234567", "日本語"]
+
+
+def fuzz_texts():
+    import random
+    rng = random.Random(20240611)
+
+    def code_point():
+        while True:
+            r = rng.random()
+            cp = rng.randint(0x20, 0x2FFF) if r < 0.5 else rng.randint(0x3000, 0xFFFF) if r < 0.8 else rng.randint(
+                0x10000, 0x10FFFF)
+            if not 0xD800 <= cp <= 0xDFFF:
+                return chr(cp)
+
+    texts = ["".join(rng.choice(FUZZ_UNITS) if rng.random() < 0.8 else code_point() for _ in range(rng.randint(1, 30)))
+             for _ in range(4000)]
+    texts += ["".join(rng.choice([" ", "\n", "\t", "\r\n", "\u3000", "\u00A0", "x", "!"])
+                      for _ in range(rng.randint(50, 2000))) for _ in range(50)]
+    return texts
+
+
 def read_wiki(path):
     p = Path(path)
     if p.suffix != ".zst":
@@ -140,7 +178,10 @@ def read_wiki(path):
         pass
     if shutil.which("zstd"):
         return subprocess.run(["zstd", "-dc", str(p)], check=True, stdout=subprocess.PIPE).stdout
-    sys.exit(f"cannot decompress {p}: install the zstandard module or the zstd program, or pass the .txt")
+    if p.with_suffix("").exists():  # the decompressed text beside it
+        return p.with_suffix("").read_bytes()
+    sys.exit(f"cannot decompress {p}: install the zstandard module or the zstd program, or put the "
+             f"decompressed {p.with_suffix('').name} beside it")
 
 
 # ---------------------------------------------------------------- encodings
@@ -273,7 +314,12 @@ def main():
                               "chunks": [{"bytes": len(t.encode()), "sha256": sha256(t.encode())} for t in edge]}
     index["texts"]["shakespeare"] = {"source": "data/corpus/tinyshakespeare.txt",
                                      "bytes": len(shakespeare.encode()), "sha256": sha256(shakespeare.encode())}
-    texts = {"edge": edge, "shakespeare": [shakespeare]}
+    fuzz = fuzz_texts()
+    fuzz_blob = (json.dumps(fuzz, ensure_ascii=True) + "\n").encode()
+    (out_dir / "tokenizer_fuzz_texts.json").write_bytes(fuzz_blob)
+    index["texts"]["fuzz"] = {"source": "tokenizer_fuzz_texts.json", "source_sha256": sha256(fuzz_blob),
+                              "count": len(fuzz)}
+    texts = {"edge": edge, "fuzz": fuzz, "shakespeare": [shakespeare]}
     wiki_full = None
     if args.wiki:
         raw = read_wiki(args.wiki)
@@ -292,18 +338,18 @@ def main():
         vec = index["vectors"][name] = {}
         file_owner = "o200k_base" if name == "o200k_harmony" else name
         for tname, chunks in texts.items():
-            ids, ranges = [], []
+            ids, counts = [], []
             for t in chunks:
                 got = enc.encode_ordinary(t)
-                ranges.append([len(ids), len(got)])
+                counts.append(len(got))
                 ids.extend(got)
             blob = ids_bytes(ids)
             fname = f"tokenizer_{file_owner}_{tname}.u32"
             if file_owner == name:
                 (out_dir / fname).write_bytes(blob)
             entry = {"file": fname, "count": len(ids), "sha256": sha256(blob)}
-            if tname == "edge":
-                entry["chunks"] = ranges
+            if tname in ("edge", "fuzz"):
+                entry["counts"] = counts  # ids per text, in order
             vec[tname] = entry
             if name == "o200k_harmony" and sha256(blob) != index["vectors"]["o200k_base"][tname]["sha256"]:
                 problems.append(f"o200k_harmony: {tname} ids differ from o200k_base's")
@@ -314,21 +360,23 @@ def main():
             print(f"{name}: wiki full {len(ids)} ids in {time.time() - t0:.2f}s")
         print(f"{name}: " + ", ".join(f"{t} {v['count']} ids" for t, v in vec.items()))
 
-    if args.bench:
-        import threading  # noqa: F401  (tiktoken's encode_ordinary runs on the calling thread)
-        bench_text = wiki_full if wiki_full is not None else shakespeare
+    if args.bench:  # encode_ordinary runs on the calling thread: one core
+        bench_texts = {"shakespeare": shakespeare}
+        if wiki_full is not None:
+            bench_texts["wiki"] = wiki_full
         for name in ("gpt2", "o200k_base"):
-            enc, n, t0 = encs[name], 0, time.time()
-            while time.time() - t0 < 3.0:
-                enc.encode_ordinary(bench_text)
-                n += 1
-            dt = time.time() - t0
-            mb = len(bench_text.encode()) * n / dt / 1e6
-            print(json.dumps({"bench": generator, "tokenizer": name, "text": "wiki" if wiki_full else "shakespeare",
-                              "MB_per_s": round(mb, 2)}))
+            for tname, text in bench_texts.items():
+                enc, n = encs[name], 0
+                enc.encode_ordinary(text)  # warm-up
+                t0 = time.time()
+                while time.time() - t0 < 3.0:
+                    enc.encode_ordinary(text)
+                    n += 1
+                dt = time.time() - t0
+                print(json.dumps({"bench": generator, "tokenizer": name, "text": tname, "threads": 1,
+                                  "MB_per_s": round(len(text.encode()) * n / dt / 1e6, 2)}))
 
-    (out_dir / "tokenizer_vectors.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n",
-                                                   encoding="utf-8")
+    (out_dir / "tokenizer_vectors.json").write_text(json.dumps(index, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {out_dir}/tokenizer_vectors.json with {generator}")
     if problems:
         print("PROBLEMS:\n" + "\n".join(problems), file=sys.stderr)
