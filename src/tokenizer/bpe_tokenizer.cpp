@@ -1,8 +1,9 @@
 // The BPE tokenizer: split with the encoding's pattern, then per piece
 // (tiktoken's CoreBPE::encode_ordinary) the whole piece if it is a token, else
 // the byte-pair merge. Each thread keeps, per tokenizer, its PCRE2 match state,
-// merge buffers and a small direct-mapped cache of recently merged pieces, so
+// merge buffers and a direct-mapped cache of recent pieces and their ids, so
 // the hot path allocates nothing.
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <unordered_map>
@@ -30,7 +31,7 @@ struct PieceCache {
     char tail[kMaxBytes - 8];  // bytes 8.. of the piece
   };
   static_assert(sizeof(Entry) == 64);
-  std::vector<Entry> entries{kEntries};
+  std::vector<Entry> entries = std::vector<Entry>(kEntries);
 
   const Entry* find(uint64_t hash, uint64_t head, const char* p, size_t len) const {
     const Entry& e = entries[hash & (kEntries - 1)];
@@ -90,7 +91,8 @@ class BpeTokenizer final : public Tokenizer {
            ") starts an invalid sequence; repair the text with sanitize_utf8 first");
     }
     Workspace& ws = workspace();
-    out.reserve(out.size() + text.size() / 4 + 16);
+    const size_t need = out.size() + text.size() / 3 + 16;  // ~3-5 bytes per token
+    if (out.capacity() < need) out.reserve(std::max(need, 2 * out.capacity()));  // callers append doc after doc
     const bool exact = !fast_pattern_applies(text);
     size_t pos = 0, start = 0, end = 0;
     while (pretok_.next(*ws.state, text, pos, start, end, exact)) {

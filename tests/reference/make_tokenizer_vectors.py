@@ -16,12 +16,12 @@ their loaders redirected to those ranks. Then encode_ordinary is run over
                whitespace, Unicode 15-17 letters) and random code points, plus
                long whitespace runs; written to tokenizer_fuzz_texts.json
   shakespeare  data/corpus/tinyshakespeare.txt, whole
-  wiki         the enwiki_2015 validation text (--wiki, .zst or plain): its first
+  wiki         the enwiki_2015 validation text (--wiki, the .zst): its first
                ~300 KB (cut after a newline) stored id by id, and the whole text
                as an id count and the SHA-256 of its ids
 
 and writes to --out:
-  tokenizer_vectors.json            index: tokenizers, texts, id ranges, hashes
+  tokenizer_vectors.json            index: tokenizers, texts, ids per text, hashes
   tokenizer_fuzz_texts.json         the fuzz texts (a JSON list of strings)
   tokenizer_{gpt2,o200k_base}_{edge,fuzz,shakespeare,wiki}.u32   ids, uint32 little-endian
 o200k_harmony must give o200k_base's ids (same ranks and pattern); the index
@@ -258,11 +258,11 @@ def python_encodings():
         if line:
             t, r = line.split()
             o200k_ranks[base64.b64decode(t)] = int(r)
-    named = {"<|startoftext|>": 199998, "<|endoftext|>": 199999, "<|return|>": 200002, "<|constrain|>": 200003,
-             "<|channel|>": 200005, "<|start|>": 200006, "<|end|>": 200007, "<|message|>": 200008,
-             "<|call|>": 200012, "<|endofprompt|>": 200018}
-    harmony = {f"<|reserved_{i}|>": i for i in range(200000, 201088) if i not in named.values()}
-    harmony.update(named)
+    harmony = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018, "<|startoftext|>": 199998,
+               "<|return|>": 200002, "<|constrain|>": 200003, "<|channel|>": 200005, "<|start|>": 200006,
+               "<|end|>": 200007, "<|message|>": 200008, "<|call|>": 200012}
+    harmony.update({f"<|reserved_{i}|>": i for i in (200000, 200001, 200004, 200009, 200010, 200011)})
+    harmony.update({f"<|reserved_{i}|>": i for i in range(200013, 201088)})
     specs = {
         "gpt2": {"pat_str": GPT2_PAT, "mergeable_ranks": gpt2_ranks, "special_tokens": {"<|endoftext|>": 50256}},
         "o200k_base": {"pat_str": O200K_PAT, "mergeable_ranks": o200k_ranks,
@@ -326,7 +326,9 @@ def main():
         cut = raw.rfind(b"\n", 0, WIKI_PREFIX_BYTES) + 1
         wiki_full = raw.decode("utf-8", "replace")
         prefix = raw[:cut].decode("utf-8", "replace")
-        index["texts"]["wiki"] = {"source": Path(args.wiki).name, "raw_bytes": len(raw), "raw_sha256": sha256(raw),
+        zst_name = Path(args.wiki).name if args.wiki.endswith(".zst") else Path(args.wiki).name + ".zst"
+        # the C++ test reads ../shared/data/corpus/enwiki_2015/<source>
+        index["texts"]["wiki"] = {"source": zst_name, "raw_bytes": len(raw), "raw_sha256": sha256(raw),
                                   "prefix_raw_bytes": cut, "bytes": len(prefix.encode()),
                                   "sha256": sha256(prefix.encode()), "full_bytes": len(wiki_full.encode()),
                                   "full_sha256": sha256(wiki_full.encode())}
