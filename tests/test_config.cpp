@@ -124,10 +124,11 @@ TEST(ConfigDefaults, MinimalFileKeepsDefaultsAndSetsWorldSize) {
 
 TEST(ConfigKeys, SortedUniqueAndComplete) {
   const auto& keys = nmoe::config_keys();
-  EXPECT_EQ(keys.size(), 85u);
+  EXPECT_EQ(keys.size(), 86u);
   EXPECT_TRUE(std::is_sorted(keys.begin(), keys.end()));
   EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size());
   EXPECT_THAT(keys, testing::Contains("lr_dense"));
+  EXPECT_THAT(keys, testing::Contains("mixture_toml"));
   EXPECT_THAT(keys, Not(testing::Contains("world_size")));
 }
 
