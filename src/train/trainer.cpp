@@ -13,6 +13,10 @@
 #include <ostream>
 
 #include "backend/cpu/cpu_backend.h"
+#if defined(NMOE_HAVE_CUDA) && __has_include("backend/cuda/cuda_backend.h")
+#include "backend/cuda/cuda_backend.h"
+#define NMOE_CUDA_BACKEND 1
+#endif
 #include "checkpoint/checkpoint.h"
 #include "core/rng.h"
 #include "data/loader.h"
@@ -132,7 +136,15 @@ void router_metrics(Model& model, std::vector<std::pair<std::string, double>>& m
 }  // namespace
 
 std::unique_ptr<Backend> make_backend(const Config& cfg) {
-  NMOE_CHECK(cfg.device != "cuda", "device = \"cuda\": this build has no CUDA backend; set device = \"cpu\"");
+#ifdef NMOE_CUDA_BACKEND
+  if (cfg.device == "cuda" || (cfg.device == "auto" && cuda_device_available())) {
+    NMOE_CHECK(cuda_device_available(), "device = \"cuda\" but no CUDA device is visible; set device = \"cpu\"");
+    return make_cuda_backend(0);
+  }
+#else
+  NMOE_CHECK(cfg.device != "cuda", "device = \"cuda\": this build has no CUDA backend (nvcc was not found when ",
+             "it was built); set device = \"cpu\"");
+#endif
   return make_cpu_backend(static_cast<int>(cfg.threads));
 }
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the GPU binaries on this (CUDA-capable, GPU-less) machine into build-gpu/
+# and packs them with the shared libraries the GPU machine's image lacks into
+# .gpu/ (ignored by git), for scripts/gpu-check.sh to run there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-gpu -j"$(nproc)" --target n nmoe_gpu_tests nmoe_loader_bench
+rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
+cp build-gpu/n build-gpu/nmoe_gpu_tests .gpu/bin/
+# Every shared library except glibc's and CUDA's (the GPU image brings its own CUDA 13).
+for b in .gpu/bin/*; do ldd "$b"; done | awk '/=>/ {print $3}' | sort -u | while read -r lib; do
+  case "$(basename "$lib")" in
+    libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libresolv.so*) ;;
+    libcuda.so*|libcudart.so*|libcublas*.so*|libnvidia*) ;;
+    *) cp -L "$lib" .gpu/lib/ ;;
+  esac
+done
+tar -C .gpu -I 'zstd -19 -T0' -cf .gpu/deps.tar.zst lib && rm -rf .gpu/lib
+du -sh .gpu/* 
