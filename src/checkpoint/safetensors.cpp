@@ -1,8 +1,6 @@
 #include "checkpoint/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -232,28 +230,11 @@ void check_tiling(const std::string& path, const std::map<std::string, TensorInf
 }  // namespace
 
 Reader Reader::open(const std::string& path) {
-  Reader r;  // its destructor unmaps if validation below throws
-  r.path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) st_fail(path, "cannot open: ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    st_fail(path, "not a regular file");
-  }
-  size_t file_size = static_cast<size_t>(st.st_size);
-  if (file_size < 8) {
-    ::close(fd);
-    st_fail(path, "file too small (", file_size, " bytes) to hold the 8-byte header size");
-  }
-  void* p = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int err = errno;
-  ::close(fd);
-  if (p == MAP_FAILED) st_fail(path, "mmap failed: ", std::strerror(err));
-  r.map_ = p;
-  r.map_bytes_ = file_size;
-
-  const auto* bytes = static_cast<const unsigned char*>(p);
+  Reader r;
+  r.map_ = MappedFile::open(path, "safetensors");
+  const unsigned char* bytes = r.map_.data();
+  size_t file_size = r.map_.size();
+  if (file_size < 8) st_fail(path, "file too small (", file_size, " bytes) to hold the 8-byte header size");
   uint64_t header_size = 0;
   for (int i = 0; i < 8; ++i) header_size |= uint64_t(bytes[i]) << (8 * i);
   if (header_size > kMaxHeaderBytes)
@@ -261,7 +242,7 @@ Reader Reader::open(const std::string& path) {
   if (header_size > file_size - 8)
     st_fail(path, "truncated: header size ", header_size, " exceeds the ", file_size - 8, " bytes after it");
   size_t data_size = file_size - 8 - header_size;
-  r.data_section_ = bytes + 8 + header_size;
+  r.data_offset_ = 8 + header_size;
 
   json header;
   try {
@@ -280,40 +261,6 @@ Reader Reader::open(const std::string& path) {
   return r;
 }
 
-Reader::Reader(Reader&& o) noexcept
-    : path_(std::move(o.path_)), map_(o.map_), map_bytes_(o.map_bytes_), data_section_(o.data_section_),
-      tensors_(std::move(o.tensors_)), metadata_(std::move(o.metadata_)) {
-  o.map_ = nullptr;
-  o.map_bytes_ = 0;
-  o.data_section_ = nullptr;
-}
-
-Reader& Reader::operator=(Reader&& o) noexcept {
-  if (this != &o) {
-    release();
-    path_ = std::move(o.path_);
-    map_ = o.map_;
-    map_bytes_ = o.map_bytes_;
-    data_section_ = o.data_section_;
-    tensors_ = std::move(o.tensors_);
-    metadata_ = std::move(o.metadata_);
-    o.map_ = nullptr;
-    o.map_bytes_ = 0;
-    o.data_section_ = nullptr;
-  }
-  return *this;
-}
-
-Reader::~Reader() { release(); }
-
-void Reader::release() noexcept {
-  if (map_ != nullptr) ::munmap(map_, map_bytes_);
-  map_ = nullptr;
-  map_bytes_ = 0;
-  data_section_ = nullptr;
-  tensors_.clear();
-}
-
 std::vector<std::string> Reader::names() const {
   std::vector<std::string> out;
   out.reserve(tensors_.size());
@@ -325,18 +272,21 @@ bool Reader::has(const std::string& name) const { return tensors_.count(name) !=
 
 const TensorInfo& Reader::info(const std::string& name) const {
   auto it = tensors_.find(name);
-  if (it == tensors_.end()) st_fail(path_, "no tensor named '", name, "'");
+  if (it == tensors_.end()) st_fail(path(), "no tensor named '", name, "'");
   return it->second;
 }
 
-const void* Reader::data(const std::string& name) const { return data_section_ + info(name).offset; }
+const void* Reader::data(const std::string& name) const {
+  const TensorInfo& t = info(name);
+  return data_section() + t.offset;
+}
 
 void Reader::read_into(const std::string& name, DType dtype, const std::vector<int64_t>& shape, void* dst) const {
   const TensorInfo& t = info(name);
   if (t.dtype != dtype || t.shape != shape)
-    st_fail(path_, "tensor '", name, "': expected ", dtype_name(dtype), " ", shape_str(shape), ", found ",
+    st_fail(path(), "tensor '", name, "': expected ", dtype_name(dtype), " ", shape_str(shape), ", found ",
             dtype_name(t.dtype), " ", shape_str(t.shape));
-  if (t.nbytes > 0) std::memcpy(dst, data_section_ + t.offset, t.nbytes);
+  if (t.nbytes > 0) std::memcpy(dst, data_section() + t.offset, t.nbytes);
 }
 
 }  // namespace nmoe::safetensors

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/mapped_file.h"
 #include "core/tensor.h"
 
 namespace nmoe::safetensors {
@@ -49,11 +50,11 @@ class Reader {
  public:
   static Reader open(const std::string& path);
 
-  Reader(Reader&& other) noexcept;
-  Reader& operator=(Reader&& other) noexcept;
+  Reader(Reader&& other) noexcept = default;
+  Reader& operator=(Reader&& other) noexcept = default;
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
-  ~Reader();
+  ~Reader() = default;
 
   std::vector<std::string> names() const;  // sorted
   bool has(const std::string& name) const;
@@ -64,16 +65,14 @@ class Reader {
   // Copies into dst after checking that dtype and shape match exactly.
   void read_into(const std::string& name, DType dtype, const std::vector<int64_t>& shape, void* dst) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return map_.path(); }
 
  private:
   Reader() = default;
-  void release() noexcept;
+  const unsigned char* data_section() const { return map_.data() + data_offset_; }
 
-  std::string path_;
-  void* map_ = nullptr;
-  size_t map_bytes_ = 0;
-  const unsigned char* data_section_ = nullptr;
+  MappedFile map_;
+  size_t data_offset_ = 0;  // 8 + header size
   std::map<std::string, TensorInfo> tensors_;
   std::map<std::string, std::string> metadata_;
 };

@@ -1,10 +1,5 @@
 #include "data/npy.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <bit>
 #include <cerrno>
 #include <cstring>
@@ -201,28 +196,10 @@ DType dtype_from_descr(const std::string& path, const std::string& descr) {
 }  // namespace
 
 NpyTokenFile NpyTokenFile::open(const std::string& path) {
-  NpyTokenFile f;  // its destructor unmaps if validation below throws
-  f.path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) npy_fail(path, "cannot open: ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    npy_fail(path, "not a regular file");
-  }
-  size_t file_size = static_cast<size_t>(st.st_size);
-  if (file_size > 0) {
-    void* p = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int err = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) npy_fail(path, "mmap failed: ", std::strerror(err));
-    f.map_ = p;
-    f.map_bytes_ = file_size;
-  } else {
-    ::close(fd);
-  }
-
-  const auto* bytes = static_cast<const unsigned char*>(f.map_);
+  NpyTokenFile f;
+  f.map_ = MappedFile::open(path, "npy");
+  const unsigned char* bytes = f.map_.data();
+  size_t file_size = f.map_.size();
   size_t data_offset = 0;
   std::string_view text = read_preamble(path, bytes, file_size, data_offset);
   NpyHeader h = HeaderParser(path, text).parse();
@@ -239,65 +216,30 @@ NpyTokenFile NpyTokenFile::open(const std::string& path) {
   if (found < expected) npy_fail(path, "truncated: expected ", expected, " bytes of data, found ", found);
   if (found > expected)
     npy_fail(path, "trailing bytes: expected ", expected, " bytes of data, found ", found);
-  f.size_ = static_cast<size_t>(n);
-  f.tokens_ = bytes + data_offset;
+  f.data_offset_ = data_offset;  // size() is now n
   return f;
 }
 
-NpyTokenFile::NpyTokenFile(NpyTokenFile&& o) noexcept
-    : path_(std::move(o.path_)), map_(o.map_), map_bytes_(o.map_bytes_), tokens_(o.tokens_),
-      size_(o.size_), dtype_(o.dtype_) {
-  o.map_ = nullptr;
-  o.map_bytes_ = 0;
-  o.tokens_ = nullptr;
-  o.size_ = 0;
-}
-
-NpyTokenFile& NpyTokenFile::operator=(NpyTokenFile&& o) noexcept {
-  if (this != &o) {
-    release();
-    path_ = std::move(o.path_);
-    map_ = o.map_;
-    map_bytes_ = o.map_bytes_;
-    tokens_ = o.tokens_;
-    size_ = o.size_;
-    dtype_ = o.dtype_;
-    o.map_ = nullptr;
-    o.map_bytes_ = 0;
-    o.tokens_ = nullptr;
-    o.size_ = 0;
-  }
-  return *this;
-}
-
-NpyTokenFile::~NpyTokenFile() { release(); }
-
-void NpyTokenFile::release() noexcept {
-  if (map_ != nullptr) ::munmap(map_, map_bytes_);
-  map_ = nullptr;
-  map_bytes_ = 0;
-  tokens_ = nullptr;
-  size_ = 0;
-}
-
 uint32_t NpyTokenFile::at(size_t i) const {
-  if (i >= size_) npy_fail(path_, "index ", i, " out of range (", size_, " tokens)");
+  if (i >= size()) npy_fail(path(), "index ", i, " out of range (", size(), " tokens)");
   // memcpy: the data section is only guaranteed aligned for files numpy wrote.
   if (dtype_ == DType::U16) {
     uint16_t v;
-    std::memcpy(&v, tokens_ + i * 2, 2);
+    std::memcpy(&v, tokens() + i * 2, 2);
     return v;
   }
   uint32_t v;
-  std::memcpy(&v, tokens_ + i * 4, 4);
+  std::memcpy(&v, tokens() + i * 4, 4);
   return v;
 }
 
 void NpyTokenFile::read(size_t begin, size_t count, int32_t* out) const {
-  if (begin > size_ || count > size_ - begin)
-    npy_fail(path_, "read of ", count, " tokens at index ", begin, " out of range (", size_, " tokens)");
+  size_t n = size();
+  if (begin > n || count > n - begin)
+    npy_fail(path(), "read of ", count, " tokens at index ", begin, " out of range (", n, " tokens)");
+  if (count == 0) return;  // tokens() is only valid when there are tokens
   if (dtype_ == DType::U16) {
-    const unsigned char* src = tokens_ + begin * 2;
+    const unsigned char* src = tokens() + begin * 2;
     for (size_t i = 0; i < count; ++i) {
       uint16_t v;
       std::memcpy(&v, src + i * 2, 2);
@@ -305,12 +247,12 @@ void NpyTokenFile::read(size_t begin, size_t count, int32_t* out) const {
     }
     return;
   }
-  const unsigned char* src = tokens_ + begin * 4;
+  const unsigned char* src = tokens() + begin * 4;
   for (size_t i = 0; i < count; ++i) {
     uint32_t v;
     std::memcpy(&v, src + i * 4, 4);
     if (v > static_cast<uint32_t>(std::numeric_limits<int32_t>::max()))
-      npy_fail(path_, "token ", v, " at index ", begin + i, " does not fit int32");
+      npy_fail(path(), "token ", v, " at index ", begin + i, " does not fit int32");
     out[i] = static_cast<int32_t>(v);
   }
 }

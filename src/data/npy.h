@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/mapped_file.h"
 #include "core/tensor.h"
 
 namespace nmoe {
@@ -18,29 +19,31 @@ class NpyTokenFile {
  public:
   static NpyTokenFile open(const std::string& path);
 
-  NpyTokenFile(NpyTokenFile&& other) noexcept;
-  NpyTokenFile& operator=(NpyTokenFile&& other) noexcept;
+  NpyTokenFile(NpyTokenFile&& other) noexcept = default;
+  NpyTokenFile& operator=(NpyTokenFile&& other) noexcept = default;
   NpyTokenFile(const NpyTokenFile&) = delete;
   NpyTokenFile& operator=(const NpyTokenFile&) = delete;
-  ~NpyTokenFile();
+  ~NpyTokenFile() = default;
 
-  size_t size() const { return size_; }  // number of tokens
+  // Number of tokens; open() checked that the data section holds exactly that
+  // many. Derived from the map, so a moved-from file has size 0.
+  size_t size() const {
+    return map_.size() > data_offset_ ? (map_.size() - data_offset_) / dtype_size(dtype_) : 0;
+  }
   DType dtype() const { return dtype_; }  // DType::U16 or DType::U32
   uint32_t at(size_t i) const;            // bounds-checked
   // Copies tokens [begin, begin + count) into out, widened to int32.
   // Bounds-checked; a uint32 token above INT32_MAX is an Error.
   void read(size_t begin, size_t count, int32_t* out) const;
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return map_.path(); }
 
  private:
   NpyTokenFile() = default;
-  void release() noexcept;
+  // Start of the data section (maybe unaligned); only valid while size() > 0.
+  const unsigned char* tokens() const { return map_.data() + data_offset_; }
 
-  std::string path_;
-  void* map_ = nullptr;     // whole file, or nullptr when not mapped
-  size_t map_bytes_ = 0;
-  const unsigned char* tokens_ = nullptr;  // start of the data section (maybe unaligned)
-  size_t size_ = 0;
+  MappedFile map_;
+  size_t data_offset_ = 0;  // where the data section starts
   DType dtype_ = DType::U16;
 };
 

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 
 namespace nmoe {
 
@@ -42,8 +43,8 @@ class ParquetFile {
   // ends, the footer length and the metadata (schema, row groups, columns).
   static ParquetFile open(const std::string& path);
 
-  ParquetFile(ParquetFile&& other) noexcept;
-  ParquetFile& operator=(ParquetFile&& other) noexcept;
+  ParquetFile(ParquetFile&& other) noexcept;             // defaulted in parquet_reader.cpp,
+  ParquetFile& operator=(ParquetFile&& other) noexcept;  // where FileMetaData is complete
   ParquetFile(const ParquetFile&) = delete;
   ParquetFile& operator=(const ParquetFile&) = delete;
   ~ParquetFile();
@@ -53,7 +54,7 @@ class ParquetFile {
   int64_t row_group_num_rows(int row_group) const;
   // Leaf column paths in schema order, e.g. "text", "meta.url" (struct leaves).
   std::vector<std::string> column_names() const;
-  const std::string& path() const { return path_; }
+  const std::string& path() const { return map_.path(); }
 
   // Calls fn(row, value) for every row of a string column in file order; row
   // counts from 0 at the first row of the file; nulls are std::nullopt. The
@@ -64,13 +65,10 @@ class ParquetFile {
 
  private:
   ParquetFile() = default;
-  void release() noexcept;
   const parquet::Leaf& string_leaf(const std::string& column) const;
   void read_chunk(const parquet::Leaf& leaf, int row_group, const StringFn& fn) const;
 
-  std::string path_;
-  void* map_ = nullptr;
-  size_t map_bytes_ = 0;
+  MappedFile map_;
   size_t data_end_ = 0;  // where the footer starts
   int64_t num_rows_ = 0;
   std::unique_ptr<parquet::FileMetaData> meta_;

@@ -1,12 +1,6 @@
 // ParquetFile: footer and schema validation, and the page loop that streams a
 // string column chunk by chunk. See parquet.h for what is supported.
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <bit>
-#include <cerrno>
 #include <cstring>
 
 #include "data/parquet.h"
@@ -103,27 +97,10 @@ void emit(const uint8_t* levels, size_t levels_size, int max_def, int64_t n, Val
 }  // namespace
 
 ParquetFile ParquetFile::open(const std::string& path) {
-  ParquetFile f;  // its destructor unmaps if validation below throws
-  f.path_ = path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("parquet '", path, "': cannot open: ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("parquet '", path, "': not a regular file");
-  }
-  size_t size = static_cast<size_t>(st.st_size);
-  if (size > 0) {
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int err = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) fail("parquet '", path, "': mmap failed: ", std::strerror(err));
-    f.map_ = p;
-    f.map_bytes_ = size;
-  } else {
-    ::close(fd);
-  }
-  const auto* b = static_cast<const uint8_t*>(f.map_);
+  ParquetFile f;
+  f.map_ = MappedFile::open(path, "parquet");
+  const uint8_t* b = f.map_.data();
+  size_t size = f.map_.size();
   if (size < 12) fail("parquet '", path, "': file of ", size, " bytes is too short to be a Parquet file");
   if (std::memcmp(b + size - 4, "PARE", 4) == 0)
     fail("parquet '", path, "': encrypted Parquet files are not supported");
@@ -158,39 +135,16 @@ ParquetFile ParquetFile::open(const std::string& path) {
   return f;
 }
 
-ParquetFile::ParquetFile(ParquetFile&& o) noexcept { *this = std::move(o); }
-
-ParquetFile& ParquetFile::operator=(ParquetFile&& o) noexcept {
-  if (this != &o) {
-    release();
-    path_ = std::move(o.path_);
-    map_ = o.map_;
-    map_bytes_ = o.map_bytes_;
-    data_end_ = o.data_end_;
-    num_rows_ = o.num_rows_;
-    meta_ = std::move(o.meta_);
-    leaves_ = std::move(o.leaves_);
-    group_first_row_ = std::move(o.group_first_row_);
-    o.map_ = nullptr;
-    o.map_bytes_ = 0;
-  }
-  return *this;
-}
-
-ParquetFile::~ParquetFile() { release(); }
-
-void ParquetFile::release() noexcept {
-  if (map_ != nullptr) ::munmap(map_, map_bytes_);
-  map_ = nullptr;
-  map_bytes_ = 0;
-}
+ParquetFile::ParquetFile(ParquetFile&& o) noexcept = default;
+ParquetFile& ParquetFile::operator=(ParquetFile&& o) noexcept = default;
+ParquetFile::~ParquetFile() = default;
 
 int64_t ParquetFile::num_rows() const { return num_rows_; }
 int ParquetFile::num_row_groups() const { return static_cast<int>(meta_->row_groups.size()); }
 
 int64_t ParquetFile::row_group_num_rows(int row_group) const {
   if (row_group < 0 || row_group >= num_row_groups())
-    fail("parquet '", path_, "': row group ", row_group, " out of range (the file has ", num_row_groups(), ")");
+    fail("parquet '", path(), "': row group ", row_group, " out of range (the file has ", num_row_groups(), ")");
   return meta_->row_groups[row_group].num_rows;
 }
 
@@ -204,17 +158,17 @@ const Leaf& ParquetFile::string_leaf(const std::string& column) const {
   for (const Leaf& l : leaves_) {
     if (l.path != column) continue;
     if (l.max_rep > 0)
-      fail("parquet '", path_, "': column '", column, "' is repeated (inside a list or map); only flat and struct ",
+      fail("parquet '", path(), "': column '", column, "' is repeated (inside a list or map); only flat and struct ",
            "string columns can be read");
     if (l.type != BYTE_ARRAY)
-      fail("parquet '", path_, "': column '", column, "' is ", type_name(l.type), ", expected a string column");
+      fail("parquet '", path(), "': column '", column, "' is ", type_name(l.type), ", expected a string column");
     if (l.converted_type == kConvertedDecimal)
-      fail("parquet '", path_, "': column '", column, "' is BYTE_ARRAY (DECIMAL), expected a string column");
+      fail("parquet '", path(), "': column '", column, "' is BYTE_ARRAY (DECIMAL), expected a string column");
     return l;
   }
   std::string avail;
   for (const Leaf& l : leaves_) avail += (avail.empty() ? "" : ", ") + l.path;
-  fail("parquet '", path_, "': no column '", column, "'; available columns: ", avail.empty() ? "(none)" : avail);
+  fail("parquet '", path(), "': no column '", column, "'; available columns: ", avail.empty() ? "(none)" : avail);
 }
 
 void ParquetFile::read_strings(const std::string& column, const StringFn& fn) const {
@@ -231,7 +185,7 @@ void ParquetFile::read_strings(const std::string& column, int row_group, const S
 void ParquetFile::read_chunk(const Leaf& leaf, int rg, const StringFn& fn) const {
   const RowGroup& group = meta_->row_groups[rg];
   const ColumnChunk& cc = group.columns[leaf.index];
-  const auto* base = static_cast<const uint8_t*>(map_);
+  const uint8_t* base = map_.data();
   int page = -1;
   size_t offset = 0;
   try {
@@ -323,7 +277,7 @@ void ParquetFile::read_chunk(const Leaf& leaf, int rg, const StringFn& fn) const
       // Index pages and page types from newer writers are skipped.
     }
   } catch (const FormatError& e) {
-    fail("parquet '", path_, "': column '", leaf.path, "', row group ", rg,
+    fail("parquet '", path(), "': column '", leaf.path, "', row group ", rg,
          page >= 0 ? ", page " + std::to_string(page) + " at byte " + std::to_string(offset) : std::string(), ": ",
          e.what());
   }

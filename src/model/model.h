@@ -100,6 +100,7 @@ class Model {
 
  private:
   struct Layer;
+  Layer& moe_layer(int64_t i);  // MoE layer i (0-based among MoE layers); throws "no MoE layer i"
   void plan_layer(Layer& L, int64_t l);
   void forward(bool training);
   void backward(double grad_scale, double aux_weight);

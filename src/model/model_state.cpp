@@ -76,40 +76,37 @@ double Model::read_aux_sum() {
   return v;
 }
 
-std::vector<int32_t> Model::read_expert_counts(int64_t moe_layer) {
+Model::Layer& Model::moe_layer(int64_t i) {
   for (auto& L : layers_)
-    if (L->moe && L->moe_index == moe_layer) {
-      std::vector<int32_t> c(L->counts.numel());
-      backend_.copy_to_host(c.data(), L->counts);
-      return c;
-    }
-  fail("no MoE layer ", moe_layer);
+    if (L->moe && L->moe_index == i) return *L;
+  fail("no MoE layer ", i);
 }
 
-std::vector<int32_t> Model::read_expert_indices(int64_t moe_layer) {
-  for (auto& L : layers_)
-    if (L->moe && L->moe_index == moe_layer) {
-      std::vector<int32_t> idx(L->idx.numel());
-      backend_.copy_to_host(idx.data(), L->idx);
-      return idx;
-    }
-  fail("no MoE layer ", moe_layer);
+std::vector<int32_t> Model::read_expert_counts(int64_t moe_layer_index) {
+  Layer& L = moe_layer(moe_layer_index);
+  std::vector<int32_t> c(L.counts.numel());
+  backend_.copy_to_host(c.data(), L.counts);
+  return c;
 }
 
-std::vector<double> Model::read_router_bias(int64_t moe_layer) {
-  for (auto& L : layers_)
-    if (L->moe && L->moe_index == moe_layer) {
-      std::vector<double> out(L->bias.numel());
-      if (L->bias.dtype == DType::F64) {
-        backend_.copy_to_host(out.data(), L->bias);
-      } else {
-        std::vector<float> f(out.size());
-        backend_.copy_to_host(f.data(), L->bias);
-        out.assign(f.begin(), f.end());
-      }
-      return out;
-    }
-  fail("no MoE layer ", moe_layer);
+std::vector<int32_t> Model::read_expert_indices(int64_t moe_layer_index) {
+  Layer& L = moe_layer(moe_layer_index);
+  std::vector<int32_t> idx(L.idx.numel());
+  backend_.copy_to_host(idx.data(), L.idx);
+  return idx;
+}
+
+std::vector<double> Model::read_router_bias(int64_t moe_layer_index) {
+  Layer& L = moe_layer(moe_layer_index);
+  std::vector<double> out(L.bias.numel());
+  if (L.bias.dtype == DType::F64) {
+    backend_.copy_to_host(out.data(), L.bias);
+  } else {
+    std::vector<float> f(out.size());
+    backend_.copy_to_host(f.data(), L.bias);
+    out.assign(f.begin(), f.end());
+  }
+  return out;
 }
 
 void Model::update_router_bias(double gamma) {
