@@ -116,6 +116,7 @@ void load_weights(const std::string& path, Model& model) {
   Backend& B = model.backend();
   for (const Param& p : model.params().all()) read_tensor(r, p.spec.name, B, p.w);
   for (const auto& [name, t] : model.buffers()) read_tensor(r, name, B, t);
+  model.sync_compute_weights();
 }
 
 std::string save_checkpoint(const std::string& checkpoint_dir, const CheckpointState& st, Model& model,

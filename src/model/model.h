@@ -6,6 +6,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,11 @@ struct ModelShape {
 };
 
 struct ModelOptions {
-  DType dtype = DType::F32;  // compute and parameter dtype of the CPU backend
+  DType dtype = DType::F32;  // master weights, gradients, optimizer state, norms' statistics, router
+  // Activations and the weights the GEMMs read (a copy refreshed after each
+  // optimizer step when it differs from dtype, e.g. BF16 on the GPU).
+  std::optional<DType> compute_dtype;
+  DType act_dtype() const { return compute_dtype.value_or(dtype); }
   int64_t micro_batch = 1;   // sequences per forward
   int64_t seq_len = 1;
   int rank = 0, world = 1;   // expert sharding: this rank holds E/world experts
@@ -41,8 +46,8 @@ struct ModelOptions {
 };
 
 struct MemoryPlan {
-  size_t params = 0, grads = 0, optimizer = 0, buffers = 0, activations = 0, workspace = 0;
-  size_t total() const { return params + grads + optimizer + buffers + activations + workspace; }
+  size_t params = 0, compute_weights = 0, grads = 0, optimizer = 0, buffers = 0, activations = 0, workspace = 0;
+  size_t total() const { return params + compute_weights + grads + optimizer + buffers + activations + workspace; }
   std::string str() const;
 };
 
@@ -57,6 +62,9 @@ class Model {
 
   // Initial weights (spec 1.9): deterministic in (seed, tensor name, global expert id).
   void init_weights(uint64_t seed);
+  // Refreshes the compute copy of the weights after the master weights changed
+  // (optimizer step, checkpoint load); a no-op when there is no copy.
+  void sync_compute_weights() { params_.sync_compute(backend_); }
 
   // One micro-batch of micro_batch x seq_len tokens (host arrays, token-major).
   // Adds grad_scale * dLoss/dparam to the gradients, loss_sum += summed CE,

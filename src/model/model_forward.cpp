@@ -30,64 +30,64 @@ void Model::upload_batch(const int32_t* tokens, const int32_t* targets) {
 void Model::attention_forward(Layer& L) {
   Backend& B = backend_;
   const Tensor& x = resid_[L.index];
-  B.rmsnorm_fwd(x, L.attn_norm->w, shape_.eps, L.xn1, L.rstd1);
-  B.matmul(L.xn1, false, L.wqkv->w, true, L.qkv.view(Shape{n_tokens_, 3 * shape_.dim}), 1.0, 0.0);
+  B.rmsnorm_fwd(x, L.attn_norm->wc, shape_.eps, L.xn1, L.rstd1);
+  B.matmul(L.xn1, false, L.wqkv->wc, true, L.qkv.view(Shape{n_tokens_, 3 * shape_.dim}), 1.0, 0.0);
   B.rope(L.qkv, rope_cos_, rope_sin_, static_cast<int>(opt_.seq_len), false);
   B.attention_fwd(L.qkv, static_cast<int>(opt_.seq_len), 1.0 / std::sqrt(static_cast<double>(shape_.head_dim)),
                   L.attn, L.lse);
   // mid = x + out_scale * attn @ wo^T
   B.copy(L.mid, x);
-  B.matmul(L.attn, false, L.wo->w, true, L.mid, out_scale_, 1.0);
+  B.matmul(L.attn, false, L.wo->wc, true, L.mid, out_scale_, 1.0);
 }
 
 void Model::dense_mlp_forward(Layer& L) {
   Backend& B = backend_;
   Tensor& out = resid_[L.index + 1];
-  B.matmul(L.xn2, false, L.w13->w, true, L.h13, 1.0, 0.0);
+  B.matmul(L.xn2, false, L.w13->wc, true, L.h13, 1.0, 0.0);
   B.swiglu_fwd(L.h13, L.a);
   B.copy(out, L.mid);
-  B.matmul(L.a, false, L.w2->w, true, out, 1.0, 1.0);
+  B.matmul(L.a, false, L.w2->wc, true, out, 1.0, 1.0);
 }
 
 void Model::moe_forward(Layer& L, bool training) {
   Backend& B = backend_;
   NMOE_CHECK(opt_.world == 1, "MoE layers across several ranks need the expert-parallel transport");
   Tensor& out = resid_[L.index + 1];
-  B.matmul(L.xn2, false, L.router->w, true, L.logits, 1.0, 0.0);
+  B.matmul(L.xn2, false, L.router->wc, true, L.logits, 1.0, 0.0);
   B.router_fwd(L.logits, L.bias, router_params(shape_, frozen_routing_), L.scores, L.idx, L.gates,
                training ? L.counts : L.counts_eval);
   B.moe_plan(L.idx, static_cast<int>(n_local_experts_), L.offsets, L.pos);
   const int K = static_cast<int>(shape_.top_k);
   B.moe_dispatch(L.xn2, L.pos, K, L.xe);
-  B.grouped_matmul(L.xe, L.ew13->w, true, L.offsets, L.h13e);
+  B.grouped_matmul(L.xe, L.ew13->wc, true, L.offsets, L.h13e);
   B.swiglu_fwd(L.h13e, L.ae);
-  B.grouped_matmul(L.ae, L.ew2->w, true, L.offsets, L.ye);
+  B.grouped_matmul(L.ae, L.ew2->wc, true, L.offsets, L.ye);
   B.copy(out, L.mid);
   B.moe_combine(L.ye, L.pos, L.gates, out);
   if (L.sw13) {
-    B.matmul(L.xn2, false, L.sw13->w, true, L.sh13, 1.0, 0.0);
+    B.matmul(L.xn2, false, L.sw13->wc, true, L.sh13, 1.0, 0.0);
     B.swiglu_fwd(L.sh13, L.sa);
-    B.matmul(L.sa, false, L.sw2->w, true, out, 1.0, 1.0);
+    B.matmul(L.sa, false, L.sw2->wc, true, out, 1.0, 1.0);
   }
 }
 
 void Model::forward(bool training) {
   Backend& B = backend_;
-  B.embedding_fwd(embedding_->w, tokens_, resid_[0]);
+  B.embedding_fwd(embedding_->wc, tokens_, resid_[0]);
   for (auto& Lp : layers_) {
     Layer& L = *Lp;
     attention_forward(L);
-    B.rmsnorm_fwd(L.mid, L.ffn_norm->w, shape_.eps, L.xn2, L.rstd2);
+    B.rmsnorm_fwd(L.mid, L.ffn_norm->wc, shape_.eps, L.xn2, L.rstd2);
     if (L.moe) moe_forward(L, training);
     else dense_mlp_forward(L);
   }
-  B.rmsnorm_fwd(resid_[shape_.n_layers], final_norm_->w, shape_.eps, xf_, rstdf_);
+  B.rmsnorm_fwd(resid_[shape_.n_layers], final_norm_->wc, shape_.eps, xf_, rstdf_);
 }
 
 void Model::forward_loss(const int32_t* tokens, const int32_t* targets) {
   upload_batch(tokens, targets);
   forward(false);
-  backend_.cross_entropy(xf_, lm_head_->w, targets_, ignore_index_, 0.0, opt_.ce_chunk_rows, loss_sum_,
+  backend_.cross_entropy(xf_, lm_head_->wc, targets_, ignore_index_, 0.0, opt_.ce_chunk_rows, loss_sum_,
                          Tensor(), Tensor());
 }
 

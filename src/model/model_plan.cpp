@@ -36,6 +36,7 @@ std::string MemoryPlan::str() const {
   std::string s;
   auto row = [&](const char* name, size_t b) { s += std::string("  ") + name + ": " + format_bytes(b) + "\n"; };
   row("weights      ", params);
+  if (compute_weights) row("weights (compute copy)", compute_weights);
   row("gradients    ", grads);
   row("optimizer    ", optimizer);
   row("buffers      ", buffers);
@@ -87,19 +88,20 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
   final_norm_ = &params_.add({"norm.weight", Shape{D}, ParamGroup::DenseNoDecay, InitKind::Ones, 0});
   lm_head_ = &params_.add({"lm_head.weight", Shape{s.vocab, D}, ParamGroup::DenseNoDecay,
                            InitKind::TruncNormal, 1.0 / std::sqrt(static_cast<double>(D))});
-  params_.allocate(backend_, opt.dtype);
+  params_.allocate(backend_, opt.dtype, opt.act_dtype());
 
-  // Activations and workspace.
-  const DType dt = opt.dtype;
+  // Activations and workspace in the compute dtype; statistics (rstd, lse,
+  // router scores and gates) in the master dtype.
+  const DType dt = opt.act_dtype(), st = opt.dtype;
   const int64_t N = n_tokens_, T = opt.seq_len;
   resid_.resize(s.n_layers + 1);
   for (Tensor& r : resid_) acts_.reserve(&r, dt, Shape{N, D});
   acts_.reserve(&xf_, dt, Shape{N, D});
-  acts_.reserve(&rstdf_, dt, Shape{N});
+  acts_.reserve(&rstdf_, st, Shape{N});
   buffers_.reserve(&tokens_, DType::I32, Shape{N});
   buffers_.reserve(&targets_, DType::I32, Shape{N});
-  buffers_.reserve(&rope_cos_, dt, Shape{T, s.head_dim / 2});
-  buffers_.reserve(&rope_sin_, dt, Shape{T, s.head_dim / 2});
+  buffers_.reserve(&rope_cos_, st, Shape{T, s.head_dim / 2});
+  buffers_.reserve(&rope_sin_, st, Shape{T, s.head_dim / 2});
   buffers_.reserve(&loss_sum_, DType::F64, Shape{1});
   buffers_.reserve(&aux_sum_, DType::F64, Shape{1});
   work_.reserve(&dres_, dt, Shape{N, D});
@@ -117,7 +119,7 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
     work_.reserve(&dae_, dt, Shape{M, Fe});
     work_.reserve(&dh13e_, dt, Shape{M, 2 * Fe});
     work_.reserve(&dxe_, dt, Shape{M, D});
-    work_.reserve(&dgates_, dt, Shape{N, s.top_k});
+    work_.reserve(&dgates_, st, Shape{N, s.top_k});
     work_.reserve(&dlogits_, dt, Shape{N, s.n_experts});
     if (SF > 0) {
       work_.reserve(&dsh_a_, dt, Shape{N, SF});
@@ -139,11 +141,11 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
         c[p * half + i] = std::cos(ang);
         sn[p * half + i] = std::sin(ang);
       }
-    if (dt == DType::F64) {
+    if (st == DType::F64) {
       backend_.copy_from_host(rope_cos_, c.data());
       backend_.copy_from_host(rope_sin_, sn.data());
     } else {
-      NMOE_CHECK(dt == DType::F32, "unsupported model dtype ", dtype_name(dt));
+      NMOE_CHECK(st == DType::F32, "unsupported model dtype ", dtype_name(st));
       std::vector<float> cf(c.begin(), c.end()), sf(sn.begin(), sn.end());
       backend_.copy_from_host(rope_cos_, cf.data());
       backend_.copy_from_host(rope_sin_, sf.data());
@@ -165,7 +167,7 @@ void Model::plan_layer(Layer& L, int64_t l) {
   const int64_t D = s.dim, N = n_tokens_, H = s.n_heads, Dh = s.head_dim;
   const double std_l = 0.02 / std::sqrt(2.0 * static_cast<double>(l + 1));
   const std::string p = "layers." + std::to_string(l) + ".";
-  const DType dt = opt_.dtype;
+  const DType dt = opt_.act_dtype(), st = opt_.dtype;
   L.index = l;
   L.moe = s.is_moe(l);
 
@@ -176,13 +178,13 @@ void Model::plan_layer(Layer& L, int64_t l) {
   L.ffn_norm = &params_.add({p + "ffn_norm.weight", Shape{D}, ParamGroup::DenseNoDecay, InitKind::Ones, 0});
 
   acts_.reserve(&L.xn1, dt, Shape{N, D});
-  acts_.reserve(&L.rstd1, dt, Shape{N});
+  acts_.reserve(&L.rstd1, st, Shape{N});
   acts_.reserve(&L.qkv, dt, Shape{N, 3, H, Dh});
   acts_.reserve(&L.attn, dt, Shape{N, D});
-  acts_.reserve(&L.lse, dt, Shape{opt_.micro_batch, H, opt_.seq_len});
+  acts_.reserve(&L.lse, st, Shape{opt_.micro_batch, H, opt_.seq_len});
   acts_.reserve(&L.mid, dt, Shape{N, D});
   acts_.reserve(&L.xn2, dt, Shape{N, D});
-  acts_.reserve(&L.rstd2, dt, Shape{N});
+  acts_.reserve(&L.rstd2, st, Shape{N});
 
   if (!L.moe) {
     const int64_t F = s.inter;
@@ -210,13 +212,13 @@ void Model::plan_layer(Layer& L, int64_t l) {
     acts_.reserve(&L.sh13, dt, Shape{N, 2 * SF});
     acts_.reserve(&L.sa, dt, Shape{N, SF});
   }
-  buffers_.reserve(&L.bias, dt, Shape{E});
+  buffers_.reserve(&L.bias, st, Shape{E});
   buffers_.reserve(&L.counts, DType::I32, Shape{E});
   buffers_.reserve(&L.counts_eval, DType::I32, Shape{E});
-  acts_.reserve(&L.logits, dt, Shape{N, E});
-  acts_.reserve(&L.scores, dt, Shape{N, E});
+  acts_.reserve(&L.logits, st, Shape{N, E});
+  acts_.reserve(&L.scores, st, Shape{N, E});
   acts_.reserve(&L.idx, DType::I32, Shape{N, K});
-  acts_.reserve(&L.gates, dt, Shape{N, K});
+  acts_.reserve(&L.gates, st, Shape{N, K});
   acts_.reserve(&L.offsets, DType::I32, Shape{El + 1});
   acts_.reserve(&L.pos, DType::I32, Shape{M});
   acts_.reserve(&L.xe, dt, Shape{M, D});
@@ -228,6 +230,7 @@ void Model::plan_layer(Layer& L, int64_t l) {
 MemoryPlan Model::memory_plan() const {
   MemoryPlan m;
   m.params = params_.param_bytes();
+  m.compute_weights = params_.compute_copy_bytes();
   m.grads = params_.grad_bytes();
   m.optimizer = params_.optimizer_bytes();
   m.buffers = buffers_.bytes();

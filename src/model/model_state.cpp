@@ -53,6 +53,7 @@ void Model::init_weights(uint64_t seed) {
   backend_.fill(params_.flat_v(), 0.0);
   for (auto& L : layers_)
     if (L->moe) backend_.fill(L->bias, 0.0);
+  sync_compute_weights();
 }
 
 void Model::zero_grads() { backend_.fill(params_.flat_grads(), 0.0); }

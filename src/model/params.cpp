@@ -55,7 +55,11 @@ Tensor ParamStore::group_slice(const Tensor& flat, ParamGroup g) const {
   return flat.slice(r.begin, r.end);
 }
 
-void ParamStore::allocate(Backend& backend, DType dtype) {
+void ParamStore::sync_compute(Backend& backend) {
+  if (flat_c_.defined()) backend.convert(flat_c_, flat_w_);
+}
+
+void ParamStore::allocate(Backend& backend, DType dtype, DType compute_dtype) {
   int64_t off = 0;
   for (int gi = 0; gi < kNumParamGroups; ++gi) {
     groups_[gi].begin = off;
@@ -71,9 +75,11 @@ void ParamStore::allocate(Backend& backend, DType dtype) {
   g_arena_.reserve(&flat_g_, dtype, Shape{total_});
   mv_arena_.reserve(&flat_m_, dtype, Shape{total_});
   mv_arena_.reserve(&flat_v_, dtype, Shape{total_});
+  if (compute_dtype != dtype) c_arena_.reserve(&flat_c_, compute_dtype, Shape{total_});
   w_arena_.allocate(backend);
   g_arena_.allocate(backend);
   mv_arena_.allocate(backend);
+  if (compute_dtype != dtype) c_arena_.allocate(backend);
   for (const Tensor* t : {&flat_w_, &flat_g_, &flat_m_, &flat_v_}) backend.fill(*t, 0.0);
   for (Param& p : params_) {
     int64_t n = p.spec.shape.numel();
@@ -81,7 +87,9 @@ void ParamStore::allocate(Backend& backend, DType dtype) {
     p.g = flat_g_.slice(p.offset, p.offset + n).view(p.spec.shape);
     p.m = flat_m_.slice(p.offset, p.offset + n).view(p.spec.shape);
     p.v = flat_v_.slice(p.offset, p.offset + n).view(p.spec.shape);
+    p.wc = flat_c_.defined() ? flat_c_.slice(p.offset, p.offset + n).view(p.spec.shape) : p.w;
   }
+  if (flat_c_.defined()) backend.fill(flat_c_, 0.0);
 }
 
 }  // namespace nmoe

@@ -36,7 +36,8 @@ struct ParamSpec {
 struct Param {
   ParamSpec spec;
   int64_t offset = 0;  // element offset in the flat buffers
-  Tensor w, g, m, v;   // views into the flat buffers
+  Tensor w, g, m, v;   // views into the flat buffers (master weights, gradients, moments)
+  Tensor wc;           // the weights the forward and backward read: w itself, or its compute-dtype copy
 };
 
 struct GroupRange {
@@ -48,8 +49,12 @@ class ParamStore {
  public:
   // Registers a parameter; the returned reference stays valid.
   Param& add(ParamSpec spec);
-  // Lays out and allocates params, grads and both moments in dtype.
-  void allocate(Backend& backend, DType dtype);
+  // Lays out and allocates params, grads and both moments in dtype and, when
+  // compute_dtype differs, a compute copy of the weights (refreshed by sync_compute).
+  void allocate(Backend& backend, DType dtype, DType compute_dtype);
+  // Refreshes the compute copy from the master weights (no-op without a copy).
+  void sync_compute(Backend& backend);
+  bool has_compute_copy() const { return flat_c_.defined(); }
 
   std::deque<Param>& all() { return params_; }
   const std::deque<Param>& all() const { return params_; }
@@ -67,13 +72,14 @@ class ParamStore {
   size_t param_bytes() const { return w_arena_.bytes(); }
   size_t grad_bytes() const { return g_arena_.bytes(); }
   size_t optimizer_bytes() const { return mv_arena_.bytes(); }
+  size_t compute_copy_bytes() const { return c_arena_.bytes(); }
 
  private:
   std::deque<Param> params_;
   std::array<GroupRange, kNumParamGroups> groups_{};
   int64_t total_ = 0;
-  Tensor flat_w_, flat_g_, flat_m_, flat_v_;
-  Arena w_arena_{"params"}, g_arena_{"grads"}, mv_arena_{"optimizer"};
+  Tensor flat_w_, flat_g_, flat_m_, flat_v_, flat_c_;
+  Arena w_arena_{"params"}, g_arena_{"grads"}, mv_arena_{"optimizer"}, c_arena_{"compute-weights"};
 };
 
 }  // namespace nmoe

@@ -7,6 +7,12 @@
 // - "float tensors" of one call share one dtype: F32 or F64 on the CPU backend
 //   (F64 exists for gradient checks); the CUDA backend adds BF16 activations.
 //   Index tensors are I32. Scalar results are F64 tensors of one element.
+// - Mixed precision (GPU): when the model's compute dtype (BF16) differs from
+//   its master dtype (F32), activations and the weights GEMMs read are in the
+//   compute dtype, while norm statistics (rstd), attention lse, router logits,
+//   scores and gates, RoPE tables, parameter gradients and scalars stay F32; an
+//   op then takes the mixed dtypes its arguments have. The CPU backend uses one
+//   dtype throughout.
 // - Token-major layout: a micro-batch of B sequences of T tokens is N = B*T
 //   rows; row n is position n % T of sequence n / T.
 // - "write" outputs are overwritten; "accumulate" outputs are added to (+=).
@@ -48,6 +54,13 @@ class Backend {
   virtual void copy_to_host(void* dst, const Tensor& src) = 0;
   virtual void copy(const Tensor& dst, const Tensor& src) = 0;  // same dtype, same numel
   virtual void fill(const Tensor& t, double value) = 0;        // any dtype
+  // dst = src converted elementwise (e.g. fp32 master weights to a bf16 compute
+  // copy; round to nearest even). Same numel. The default handles equal dtypes.
+  virtual void convert(const Tensor& dst, const Tensor& src) {
+    NMOE_CHECK(dst.dtype == src.dtype, name(), " backend cannot convert ", dtype_name(src.dtype), " to ",
+               dtype_name(dst.dtype));
+    copy(dst, src);
+  }
   virtual void synchronize() = 0;
 
   // ---- dense linear algebra -------------------------------------------------

@@ -54,6 +54,7 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
   double ramp = r.peak_lr > r.floor_lr ? (out.lr_router - r.floor_lr) / (r.peak_lr - r.floor_lr) : 1.0;
   out.bias_gamma = cfg_.router_bias_update_rate * std::clamp(ramp, 0.0, 1.0);
   model_.update_router_bias(out.bias_gamma);
+  model_.sync_compute_weights();
   return out;
 }
 

@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
   void copy_from_host(const Tensor& dst, const void* src) override;
   void copy_to_host(void* dst, const Tensor& src) override;
   void copy(const Tensor& dst, const Tensor& src) override;
+  void convert(const Tensor& dst, const Tensor& src) override;  // between F32 and F64
   void fill(const Tensor& t, double value) override;
   void synchronize() override;
 

@@ -99,6 +99,23 @@ void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
   if (dst.nbytes() > 0) std::memmove(dst.data, src.data, dst.nbytes());
 }
 
+void CpuBackend::convert(const Tensor& dst, const Tensor& src) {
+  if (dst.dtype == src.dtype) return copy(dst, src);
+  NMOE_CHECK(dst.numel() == src.numel(), "convert: element counts differ (dst ", dst.shape.str(), ", src ",
+             src.shape.str(), ")");
+  check_data("convert", "dst", dst);
+  check_data("convert", "src", src);
+  const int64_t n = dst.numel();
+  if (dst.dtype == DType::F32 && src.dtype == DType::F64) {
+    for (int64_t i = 0; i < n; ++i) dst.ptr<float>()[i] = static_cast<float>(src.ptr<double>()[i]);
+  } else if (dst.dtype == DType::F64 && src.dtype == DType::F32) {
+    for (int64_t i = 0; i < n; ++i) dst.ptr<double>()[i] = src.ptr<float>()[i];
+  } else {
+    fail("convert: the CPU backend converts between F32 and F64 only, not ", dtype_name(src.dtype), " to ",
+         dtype_name(dst.dtype));
+  }
+}
+
 void CpuBackend::fill(const Tensor& t, double value) {
   check_data("fill", "t", t);
   switch (t.dtype) {
