@@ -17,6 +17,7 @@ struct UsageError : std::runtime_error {
 int cmd_train(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
 int cmd_data(const std::vector<std::string>& args);
+int cmd_bench(const std::vector<std::string>& args);
 
 // Parses "CONFIG.toml [--set k=v]..." into a path and overrides.
 struct ConfigArgs {

@@ -20,6 +20,8 @@ commands:
                                             tokenize documents into .npy shards (docs/data.md)
   data verify DIR [--no-checksums]          check a prepared dataset against its manifest
   data info DIR                             summarize a prepared dataset
+  bench CONFIG.toml [--micro-batch 16] [--seq 2048] [--steps 20] [--warmup 5] [--set ...]
+                                            training throughput on synthetic tokens (JSON line)
   help                                      this message
 )";
 
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
     if (cmd == "train") return nmoe::cli::cmd_train(args);
     if (cmd == "config") return nmoe::cli::cmd_config(args);
     if (cmd == "data") return nmoe::cli::cmd_data(args);
+    if (cmd == "bench") return nmoe::cli::cmd_bench(args);
     std::cerr << "n: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const nmoe::cli::UsageError& e) {

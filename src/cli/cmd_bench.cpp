@@ -1,0 +1,86 @@
+// `n bench CONFIG`: training throughput on synthetic tokens, the way
+// bench/torch_moe_baseline-style scripts measure it: one micro-batch per step,
+// warm-up steps untimed, then tokens/s, ms/step, MFU and memory as one JSON line.
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli/commands.h"
+#include "model/model.h"
+#include "optim/optimizer.h"
+#include "train/trainer.h"
+
+namespace nmoe::cli {
+
+int cmd_bench(const std::vector<std::string>& args) {
+  std::vector<std::string> rest;
+  int64_t micro = 16, seq = 2048, steps = 20, warmup = 5;
+  double peak_tflops = 989.0;
+  for (size_t i = 0; i < args.size(); ++i) {
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw UsageError(args[i] + " needs a value");
+      return args[++i];
+    };
+    if (args[i] == "--micro-batch") micro = std::stoll(value());
+    else if (args[i] == "--seq") seq = std::stoll(value());
+    else if (args[i] == "--steps") steps = std::stoll(value());
+    else if (args[i] == "--warmup") warmup = std::stoll(value());
+    else if (args[i] == "--peak-tflops") peak_tflops = std::stod(value());
+    else rest.push_back(args[i]);
+  }
+  if (micro < 1 || seq < 1 || steps < 1 || warmup < 0) throw UsageError("bench sizes must be positive");
+  ConfigArgs ca = parse_config_args(rest);
+  ca.overrides.push_back({"batch_size", std::to_string(micro)});
+  ca.overrides.push_back({"seq_len", std::to_string(seq)});
+  ca.overrides.push_back({"micro_batch_size", std::to_string(micro)});
+  Config cfg = load_config(ca.path, ca.overrides);
+  auto backend = make_backend(cfg);
+
+  ModelOptions mo;
+  mo.micro_batch = micro;
+  mo.seq_len = seq;
+  Model model(cfg, *backend, mo);
+  model.init_weights(static_cast<uint64_t>(cfg.seed));
+  Optimizer opt(cfg, model);
+  const int64_t N = micro * seq;
+  std::mt19937_64 g(1);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(std::min<int64_t>(cfg.vocab_size, 50257) - 1));
+  std::vector<int32_t> in(N), tgt(N);
+  for (auto& x : in) x = tok(g);
+  for (auto& x : tgt) x = tok(g);
+  const int64_t count = model.count_targets(tgt.data(), N);
+
+  double loss = 0;
+  std::chrono::steady_clock::time_point t0;
+  for (int64_t s = 0; s < warmup + steps; ++s) {
+    if (s == warmup) {
+      backend->synchronize();
+      t0 = std::chrono::steady_clock::now();
+    }
+    model.zero_grads();
+    model.reset_step_stats();
+    model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(count), 0.0);
+    opt.step(s, static_cast<double>(s * N));
+  }
+  loss = model.read_loss_sum() / static_cast<double>(count);
+  backend->synchronize();
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+  const double tps = static_cast<double>(N) / dt;
+  const double fpt = model.flops_per_token();
+  nlohmann::json j = {{"impl", std::string("nmoe-") + backend->name()},
+                      {"config", cfg.preset},
+                      {"micro_batch", micro},
+                      {"seq", seq},
+                      {"ms_per_step", dt * 1e3},
+                      {"tokens_per_s", tps},
+                      {"gflop_per_token", fpt / 1e9},
+                      {"mfu", fpt * tps / (peak_tflops * 1e12)},
+                      {"planned_mem_gib", static_cast<double>(model.memory_plan().total()) / (1 << 30)},
+                      {"final_loss", loss}};
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace nmoe::cli
