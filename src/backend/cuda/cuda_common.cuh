@@ -1,0 +1,142 @@
+// Internal helpers of the CUDA backend's op files: error checks, the device
+// error flag, element conversions (fp32 math on any storage type), launch
+// sizes and deterministic warp/block reductions.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_checks.h"
+
+namespace nmoe::cuda {
+
+// ---- host-side error checks ---------------------------------------------------------
+[[noreturn]] void cuda_fail(const char* op, const char* file, int line, const char* call,
+                            cudaError_t err);
+[[noreturn]] void cublas_fail(const char* op, const char* file, int line, const char* call,
+                              cublasStatus_t status);
+
+#define NMOE_CUDA_CHECK(op, call)                                                      \
+  do {                                                                                 \
+    const cudaError_t nmoe_err_ = (call);                                              \
+    if (nmoe_err_ != cudaSuccess)                                                      \
+      ::nmoe::cuda::cuda_fail(op, __FILE__, __LINE__, #call, nmoe_err_);               \
+  } while (0)
+
+#define NMOE_CUBLAS_CHECK(op, call)                                                    \
+  do {                                                                                 \
+    const cublasStatus_t nmoe_st_ = (call);                                            \
+    if (nmoe_st_ != CUBLAS_STATUS_SUCCESS)                                             \
+      ::nmoe::cuda::cublas_fail(op, __FILE__, __LINE__, #call, nmoe_st_);              \
+  } while (0)
+
+// After every kernel launch: launch-configuration errors surface here.
+#define NMOE_CUDA_LAUNCHED(op) NMOE_CUDA_CHECK(op, cudaGetLastError())
+
+// ---- device error flag ------------------------------------------------------------------
+// Kernels that find a bad value skip the element and record the first error code.
+enum DeviceError : int {
+  kErrNone = 0,
+  kErrTokenRange = 1,     // token id outside [0, V)
+  kErrExpertRange = 2,    // expert id outside [0, E)
+  kErrExpertRepeated = 3, // an expert twice in one row of given indices
+  kErrPosRange = 4,       // permutation row outside [0, N*K)
+  kErrTargetRange = 5,    // target id >= V
+  kErrNegativeCount = 6,  // negative expert count
+};
+const char* device_error_message(int code);
+
+__device__ __forceinline__ void report_error(int* flag, int code) { atomicCAS(flag, 0, code); }
+
+// ---- element types --------------------------------------------------------------------------
+// Storage type T, math in fp32. BF16 is added by instantiating kernels on __nv_bfloat16.
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <class T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+  return __float2bfloat16(x);
+}
+
+template <class T> struct CudaType;
+template <> struct CudaType<float> { static constexpr cudaDataType_t value = CUDA_R_32F; };
+template <> struct CudaType<__nv_bfloat16> { static constexpr cudaDataType_t value = CUDA_R_16BF; };
+
+// Calls fn(float{}) for F32 (the only float dtype so far; see common_float_dtype).
+template <class Fn>
+void dispatch_float(const char* op, std::initializer_list<NamedTensor> tensors, Fn&& fn) {
+  common_float_dtype(op, tensors);
+  fn(float{});
+}
+
+// ---- launch sizes ---------------------------------------------------------------------------------
+constexpr int kThreads = 256;
+constexpr int64_t kMaxGrid = 65535LL * 16;  // grid-stride loops beyond this
+
+inline unsigned grid_for(int64_t n, int threads = kThreads) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return static_cast<unsigned>(std::clamp<int64_t>(blocks, 1, kMaxGrid));
+}
+
+#define NMOE_GRID_STRIDE(i, n)                                                               \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);    \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+inline cudaStream_t stream_of(const CudaBackend& b) { return b.stream(); }
+
+// ---- deterministic reductions (fixed shuffle trees) ----------------------------------------
+template <class A>
+__device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread
+// gets the result. `shared` holds 32 elements. Ends with a barrier, so it can
+// be called again right away.
+template <class A>
+__device__ A block_sum(A v, A* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  A total = lane < warps ? shared[lane] : A(0);
+  total = warp_sum(total);
+  __syncthreads();
+  return total;
+}
+
+__device__ __forceinline__ float block_max(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v = warp_max(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float m = lane < warps ? shared[lane] : -INFINITY;
+  m = warp_max(m);
+  __syncthreads();
+  return m;
+}
+
+// ---- GEMM ----------------------------------------------------------------------------------------
+// Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C with leading
+// dims lda, ldb, ldc (elements), through cuBLAS. beta == 0 never reads C.
+void gemm(CudaBackend& be, const char* op, DType dtype, bool transA, bool transB, int64_t M,
+          int64_t N, int64_t K, double alpha, const void* A, int64_t lda, const void* B,
+          int64_t ldb, double beta, void* C, int64_t ldc);
+
+}  // namespace nmoe::cuda

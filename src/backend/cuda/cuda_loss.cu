@@ -1,0 +1,115 @@
+// Chunked cross-entropy over the full vocabulary: logits = h @ W^T are formed
+// chunk_rows rows at a time (cuBLAS) in a backend-owned workspace that grows
+// once; a row kernel turns each row into its loss and, for the backward, into
+// (softmax - onehot) * grad_scale in place; two GEMMs give dh and dW.
+#include "backend/cuda/cuda_common.cuh"
+
+namespace nmoe {
+
+using namespace cuda;
+
+namespace {
+
+constexpr int kCeThreads = 256;
+constexpr int kSumThreads = 1024;
+
+// One block per row r of the chunk: row_loss[r] = lse - logit[target] (0 when
+// not counted); with grad, the row becomes (softmax - onehot) * grad_scale.
+template <class T>
+__global__ void ce_row_kernel(T* logits, int64_t V, const int32_t* targets, int64_t ignore_index,
+                              float grad_scale, bool grad, double* row_loss, int* err) {
+  __shared__ float red[32];
+  const int64_t r = blockIdx.x;
+  T* row = logits + r * V;
+  const int32_t target = targets[r];
+  if (target >= V) {
+    if (threadIdx.x == 0) report_error(err, kErrTargetRange);
+  }
+  const bool counted = target >= 0 && target < V && target != ignore_index;
+  if (!counted) {
+    if (grad)
+      for (int64_t v = threadIdx.x; v < V; v += blockDim.x) row[v] = from_f32<T>(0.f);
+    if (threadIdx.x == 0) row_loss[r] = 0.0;
+    return;
+  }
+  float mx = -INFINITY;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, to_f32(row[v]));
+  mx = block_max(mx, red);
+  float sum = 0.f;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) sum += expf(to_f32(row[v]) - mx);
+  sum = block_sum(sum, red);
+  const float lse = mx + logf(sum);
+  const float target_logit = to_f32(row[target]);
+  __syncthreads();  // every thread has read row[target] before it is overwritten
+  if (threadIdx.x == 0) row_loss[r] = double(lse) - double(target_logit);
+  if (!grad) return;
+  for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
+    const float p = expf(to_f32(row[v]) - lse);
+    row[v] = from_f32<T>((p - (v == target ? 1.f : 0.f)) * grad_scale);
+  }
+}
+
+// loss_sum += sum of row_loss[0, N), a fixed-shape reduction (one block).
+__global__ void ce_sum_kernel(const double* row_loss, int64_t N, double* loss_sum) {
+  __shared__ double red[32];
+  double acc = 0;
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) acc += row_loss[i];
+  acc = block_sum(acc, red);
+  if (threadIdx.x == 0) loss_sum[0] += acc;
+}
+
+}  // namespace
+
+void CudaBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& targets,
+                                int64_t ignore_index, double grad_scale, int64_t chunk_rows,
+                                const Tensor& loss_sum, const Tensor& dh, const Tensor& dW) {
+  const char* op = "cross_entropy";
+  NMOE_CHECK(W.ndim() == 2, op, ": W must be [V, D], got ", W.shape.str());
+  NMOE_CHECK(h.ndim() >= 1, op, ": h must be [N, D], got ", h.shape.str());
+  NMOE_CHECK(chunk_rows > 0, op, ": chunk_rows must be positive, got ", chunk_rows);
+  const int64_t N = h.rows(), D = W.size(1), V = W.size(0);
+  check_data(op, "W", W);
+  check_matrix(op, "h", h, N, D);
+  check_scalar_f64(op, "loss_sum", loss_sum);
+  check_index_tensor(op, "targets", targets, N);
+  const bool grad = dh.defined();
+  if (grad) {
+    check_matrix(op, "dh", dh, N, D);
+    NMOE_CHECK(dW.defined(), op, ": dW must be defined when dh is");
+    check_matrix(op, "dW", dW, V, D);
+  }
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    if (N == 0) return;
+    const int64_t chunk = std::min(chunk_rows, N);
+    NMOE_CHECK(V > 0, op, ": the vocabulary is empty");
+    T* logits = static_cast<T*>(
+        scratch(Scratch::Logits, static_cast<size_t>(chunk * V) * sizeof(T)));
+    double* row_loss =
+        static_cast<double*>(scratch(Scratch::RowLoss, static_cast<size_t>(N) * sizeof(double)));
+    const T* hp = h.ptr<T>();
+    for (int64_t begin = 0; begin < N; begin += chunk) {
+      const int64_t rows = std::min(chunk, N - begin);
+      gemm(*this, op, h.dtype, false, true, rows, V, D, 1.0, hp + begin * D, D, W.data, D, 0.0,
+           logits, V);
+      ce_row_kernel<T><<<unsigned(rows), kCeThreads, 0, stream()>>>(
+          logits, V, targets.ptr<int32_t>() + begin, ignore_index, static_cast<float>(grad_scale),
+          grad, row_loss + begin, device_error_flag());
+      NMOE_CUDA_LAUNCHED(op);
+      if (!grad) continue;
+      // G = the logits chunk now: dh_chunk = G @ W (write), dW += G^T @ h_chunk.
+      gemm(*this, op, h.dtype, false, false, rows, D, V, 1.0, logits, V, W.data, D, 0.0,
+           dh.ptr<T>() + begin * D, D);
+      gemm(*this, op, h.dtype, true, false, V, D, rows, 1.0, logits, V, hp + begin * D, D, 1.0,
+           dW.data, D);
+    }
+    ce_sum_kernel<<<1, kSumThreads, 0, stream()>>>(row_loss, N, loss_sum.ptr<double>());
+    NMOE_CUDA_LAUNCHED(op);
+  };
+  if (grad)
+    dispatch_float(op, {{"h", h}, {"W", W}, {"dh", dh}, {"dW", dW}}, run);
+  else
+    dispatch_float(op, {{"h", h}, {"W", W}}, run);
+}
+
+}  // namespace nmoe

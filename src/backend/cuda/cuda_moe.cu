@@ -1,0 +1,255 @@
+// MoE permutation: plan the expert-contiguous layout, dispatch token rows to
+// it, combine expert outputs back with gates, and the backward of both.
+#include <cub/cub.cuh>
+
+#include "backend/cuda/cuda_common.cuh"
+
+namespace nmoe {
+
+using namespace cuda;
+
+namespace {
+
+// Slot ids checked, histogram (integer atomics) and slot numbers 0..slots-1.
+__global__ void plan_count_kernel(const int32_t* idx, int64_t slots, int E, int32_t* hist,
+                                  int32_t* slot_ids, int* err) {
+  NMOE_GRID_STRIDE(s, slots) {
+    const int32_t e = idx[s];
+    if (e < 0 || e >= E) report_error(err, kErrExpertRange);
+    else atomicAdd(&hist[e], 1);
+    slot_ids[s] = int32_t(s);
+  }
+}
+
+// offsets[e+1] = offsets[e] + hist[e]; one thread (E is small).
+__global__ void plan_offsets_kernel(const int32_t* hist, int E, int32_t* offsets) {
+  if (threadIdx.x != 0) return;
+  int32_t acc = 0;
+  offsets[0] = 0;
+  for (int e = 0; e < E; ++e) offsets[e + 1] = acc += hist[e];
+}
+
+// Row i of the stable expert order holds slot sorted_slots[i].
+__global__ void plan_scatter_kernel(const int32_t* sorted_slots, int64_t slots, int32_t* pos) {
+  NMOE_GRID_STRIDE(i, slots) pos[sorted_slots[i]] = int32_t(i);
+}
+
+// Thread per (slot, column): xe[pos[slot]] = x[slot / K].
+template <class T>
+__global__ void dispatch_kernel(const T* x, const int32_t* pos, int64_t slots, int K, int64_t D,
+                                T* xe, int* err) {
+  NMOE_GRID_STRIDE(i, slots * D) {
+    const int64_t slot = i / D, d = i % D;
+    const int32_t p = pos[slot];
+    if (p < 0 || p >= slots) {
+      if (d == 0) report_error(err, kErrPosRange);
+      continue;
+    }
+    xe[int64_t(p) * D + d] = x[(slot / K) * D + d];
+  }
+}
+
+// Thread per (token, column): dx[t] += sum_k dxe[pos[t*K+k]] in slot order.
+template <class T>
+__global__ void dispatch_bwd_kernel(const T* dxe, const int32_t* pos, int64_t N, int K, int64_t D,
+                                    T* dx, int* err) {
+  const int64_t slots = N * K;
+  NMOE_GRID_STRIDE(i, N * D) {
+    const int64_t t = i / D, d = i % D;
+    float acc = to_f32(dx[i]);
+    for (int k = 0; k < K; ++k) {
+      const int32_t p = pos[t * K + k];
+      if (p < 0 || p >= slots) {
+        report_error(err, kErrPosRange);
+        continue;
+      }
+      acc += to_f32(dxe[int64_t(p) * D + d]);
+    }
+    dx[i] = from_f32<T>(acc);
+  }
+}
+
+// Thread per (token, column): out[t] += sum_k gates[t,k] ye[pos[t*K+k]] in slot order.
+template <class T>
+__global__ void combine_kernel(const T* ye, const int32_t* pos, const T* gates, int64_t N, int K,
+                               int64_t D, T* out, int* err) {
+  const int64_t slots = N * K;
+  NMOE_GRID_STRIDE(i, N * D) {
+    const int64_t t = i / D, d = i % D;
+    float acc = to_f32(out[i]);
+    for (int k = 0; k < K; ++k) {
+      const int32_t p = pos[t * K + k];
+      if (p < 0 || p >= slots) {
+        report_error(err, kErrPosRange);
+        continue;
+      }
+      acc += to_f32(gates[t * K + k]) * to_f32(ye[int64_t(p) * D + d]);
+    }
+    out[i] = from_f32<T>(acc);
+  }
+}
+
+// Warp per slot (grid-stride): dye[pos] = gate * dout[t] (write),
+// dgates[slot] = <ye[pos], dout[t]> (write).
+template <class T>
+__global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* pos, const T* gates,
+                                   int64_t slots, int K, int64_t D, T* dye, T* dgates, int* err) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
+       slot += warps) {
+    const int32_t p = pos[slot];
+    if (p < 0 || p >= slots) {
+      if (lane == 0) report_error(err, kErrPosRange);
+      continue;
+    }
+    const T* g = dout + (slot / K) * D;
+    const T* y = ye + int64_t(p) * D;
+    T* dy = dye + int64_t(p) * D;
+    const float gate = to_f32(gates[slot]);
+    float dot = 0.f;
+    for (int64_t d = lane; d < D; d += 32) {
+      const float gv = to_f32(g[d]);
+      dy[d] = from_f32<T>(gate * gv);
+      dot += to_f32(y[d]) * gv;
+    }
+    dot = warp_sum(dot);
+    if (lane == 0) dgates[slot] = from_f32<T>(dot);
+  }
+}
+
+int64_t checked_top_k(const char* op, int top_k, int64_t tokens) {
+  NMOE_CHECK(top_k >= 1, op, ": top_k must be >= 1, got ", top_k);
+  check_fits_i32(op, "slots N*K", tokens * top_k);
+  return top_k;
+}
+
+int sort_bits(int n_experts) {
+  int bits = 1;
+  while (bits < 31 && (1 << bits) < n_experts) ++bits;
+  return bits;
+}
+
+}  // namespace
+
+// Stable counting layout: a CUB radix sort of (expert id, slot) pairs keeps
+// slot order within each expert, so pos is deterministic.
+void CudaBackend::moe_plan(const Tensor& idx, int n_experts, const Tensor& offsets,
+                           const Tensor& pos) {
+  const char* op = "moe_plan";
+  NMOE_CHECK(n_experts > 0, op, ": n_experts must be positive, got ", n_experts);
+  check_dtype(op, "idx", idx, DType::I32);
+  check_data(op, "idx", idx);
+  const int64_t slots = idx.numel();
+  check_fits_i32(op, "slots N*K", slots);
+  check_index_tensor(op, "offsets", offsets, int64_t{n_experts} + 1);
+  check_index_tensor(op, "pos", pos, slots);
+  const int n = static_cast<int>(slots), bits = sort_bits(n_experts);
+  size_t temp_bytes = 0;
+  NMOE_CUDA_CHECK(op, cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const int32_t*)nullptr,
+                                                      (int32_t*)nullptr, (const int32_t*)nullptr,
+                                                      (int32_t*)nullptr, n, 0, bits, stream()));
+  const size_t arr = (static_cast<size_t>(slots) * sizeof(int32_t) + 255) / 256 * 256;
+  const size_t hist_bytes = (static_cast<size_t>(n_experts) * sizeof(int32_t) + 255) / 256 * 256;
+  char* base = static_cast<char*>(scratch(Scratch::Sort, hist_bytes + 3 * arr + temp_bytes));
+  int32_t* hist = reinterpret_cast<int32_t*>(base);
+  int32_t* keys_out = reinterpret_cast<int32_t*>(base + hist_bytes);
+  int32_t* slot_ids = reinterpret_cast<int32_t*>(base + hist_bytes + arr);
+  int32_t* sorted_slots = reinterpret_cast<int32_t*>(base + hist_bytes + 2 * arr);
+  NMOE_CUDA_CHECK(op, cudaMemsetAsync(hist, 0, n_experts * sizeof(int32_t), stream()));
+  if (slots > 0) {
+    plan_count_kernel<<<grid_for(slots), kThreads, 0, stream()>>>(
+        idx.ptr<int32_t>(), slots, n_experts, hist, slot_ids, device_error_flag());
+    NMOE_CUDA_LAUNCHED(op);
+  }
+  plan_offsets_kernel<<<1, 32, 0, stream()>>>(hist, n_experts, offsets.ptr<int32_t>());
+  NMOE_CUDA_LAUNCHED(op);
+  if (slots == 0) return;
+  NMOE_CUDA_CHECK(op, cub::DeviceRadixSort::SortPairs(base + hist_bytes + 3 * arr, temp_bytes,
+                                                      idx.ptr<int32_t>(), keys_out, slot_ids,
+                                                      sorted_slots, n, 0, bits, stream()));
+  plan_scatter_kernel<<<grid_for(slots), kThreads, 0, stream()>>>(sorted_slots, slots,
+                                                                  pos.ptr<int32_t>());
+  NMOE_CUDA_LAUNCHED(op);
+}
+
+void CudaBackend::moe_dispatch(const Tensor& x, const Tensor& pos, int top_k, const Tensor& xe) {
+  const char* op = "moe_dispatch";
+  NMOE_CHECK(x.ndim() >= 1, op, ": x must be [N, D], got ", x.shape.str());
+  const int64_t N = x.rows(), D = x.cols(), K = checked_top_k(op, top_k, x.rows());
+  check_matrix(op, "x", x, N, D);
+  check_matrix(op, "xe", xe, N * K, D);
+  check_index_tensor(op, "pos", pos, N * K);
+  dispatch_float(op, {{"x", x}, {"xe", xe}}, [&](auto tag) {
+    using T = decltype(tag);
+    if (N * K * D == 0) return;
+    dispatch_kernel<T><<<grid_for(N * K * D), kThreads, 0, stream()>>>(
+        x.ptr<T>(), pos.ptr<int32_t>(), N * K, int(K), D, xe.ptr<T>(), device_error_flag());
+    NMOE_CUDA_LAUNCHED(op);
+  });
+}
+
+void CudaBackend::moe_dispatch_bwd(const Tensor& dxe, const Tensor& pos, int top_k,
+                                   const Tensor& dx) {
+  const char* op = "moe_dispatch_bwd";
+  NMOE_CHECK(dx.ndim() >= 1, op, ": dx must be [N, D], got ", dx.shape.str());
+  const int64_t N = dx.rows(), D = dx.cols(), K = checked_top_k(op, top_k, dx.rows());
+  check_matrix(op, "dx", dx, N, D);
+  check_matrix(op, "dxe", dxe, N * K, D);
+  check_index_tensor(op, "pos", pos, N * K);
+  dispatch_float(op, {{"dxe", dxe}, {"dx", dx}}, [&](auto tag) {
+    using T = decltype(tag);
+    if (N * D == 0) return;
+    dispatch_bwd_kernel<T><<<grid_for(N * D), kThreads, 0, stream()>>>(
+        dxe.ptr<T>(), pos.ptr<int32_t>(), N, int(K), D, dx.ptr<T>(), device_error_flag());
+    NMOE_CUDA_LAUNCHED(op);
+  });
+}
+
+void CudaBackend::moe_combine(const Tensor& ye, const Tensor& pos, const Tensor& gates,
+                              const Tensor& out) {
+  const char* op = "moe_combine";
+  NMOE_CHECK(out.ndim() >= 1 && gates.ndim() >= 1, op, ": out must be [N, D] and gates [N, K], "
+             "got ", out.shape.str(), " and ", gates.shape.str());
+  const int64_t N = out.rows(), D = out.cols(), K = gates.cols();
+  checked_top_k(op, static_cast<int>(K), N);
+  check_matrix(op, "out", out, N, D);
+  check_matrix(op, "gates", gates, N, K);
+  check_matrix(op, "ye", ye, N * K, D);
+  check_index_tensor(op, "pos", pos, N * K);
+  dispatch_float(op, {{"ye", ye}, {"gates", gates}, {"out", out}}, [&](auto tag) {
+    using T = decltype(tag);
+    if (N * D == 0) return;
+    combine_kernel<T><<<grid_for(N * D), kThreads, 0, stream()>>>(
+        ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<T>(), N, int(K), D, out.ptr<T>(),
+        device_error_flag());
+    NMOE_CUDA_LAUNCHED(op);
+  });
+}
+
+void CudaBackend::moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tensor& pos,
+                                  const Tensor& gates, const Tensor& dye, const Tensor& dgates) {
+  const char* op = "moe_combine_bwd";
+  NMOE_CHECK(dout.ndim() >= 1 && gates.ndim() >= 1, op, ": dout must be [N, D] and gates [N, K],"
+             " got ", dout.shape.str(), " and ", gates.shape.str());
+  const int64_t N = dout.rows(), D = dout.cols(), K = gates.cols();
+  checked_top_k(op, static_cast<int>(K), N);
+  check_matrix(op, "dout", dout, N, D);
+  check_matrix(op, "gates", gates, N, K);
+  check_matrix(op, "ye", ye, N * K, D);
+  check_matrix(op, "dye", dye, N * K, D);
+  check_matrix(op, "dgates", dgates, N, K);
+  check_index_tensor(op, "pos", pos, N * K);
+  dispatch_float(op,
+                 {{"dout", dout}, {"ye", ye}, {"gates", gates}, {"dye", dye}, {"dgates", dgates}},
+                 [&](auto tag) {
+    using T = decltype(tag);
+    if (N * K == 0) return;
+    combine_bwd_kernel<T><<<grid_for(N * K * 32), kThreads, 0, stream()>>>(
+        dout.ptr<T>(), ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<T>(), N * K, int(K), D,
+        dye.ptr<T>(), dgates.ptr<T>(), device_error_flag());
+    NMOE_CUDA_LAUNCHED(op);
+  });
+}
+
+}  // namespace nmoe
