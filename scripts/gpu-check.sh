@@ -26,3 +26,25 @@ echo "| check | result |"
 echo "|---|---|"
 echo "| GPU op and model tests | $status_tests ($(grep -E '^\[  PASSED|^\[  FAILED' "$OUT/gpu_tests.log" | head -2 | tr '\n' ' ')) |"
 echo "| tiny config, 100 steps on cuda | $status_train ($(grep -E 'validation at step' "$OUT/train_tiny.log" | tail -1)) |"
+
+# Throughput of the speedrun models at micro-batch 16 x 2048 next to the PyTorch
+# baseline (when BASELINE points at torch_moe_baseline.py), same GPU, same call.
+if [ "${BENCH:-0}" = 1 ]; then
+  echo
+  echo "| impl | config | tokens/s | ms/step | MFU |"
+  echo "|---|---|---|---|---|"
+  for cfg in dense moe super; do
+    timeout 150 .gpu/bin/n bench "configs/speedrun/$cfg.toml" --set device=cuda --micro-batch 16 --seq 2048 \
+      --steps "${BENCH_STEPS:-3}" --warmup 1 > "$OUT/bench_$cfg.json" 2> "$OUT/bench_$cfg.err" || true
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"| nmoe | $cfg | {d['tokens_per_s']:.0f} | {d['ms_per_step']:.1f} | {d['mfu']:.3f} |\")" \
+      "$OUT/bench_$cfg.json" 2>/dev/null || echo "| nmoe | $cfg | failed: $(tail -c 200 "$OUT/bench_$cfg.err" | tr '\n' ' ') | | |"
+    if [ -n "${BASELINE:-}" ]; then
+      for mode in "" "--compile"; do
+        timeout 240 python3 "$BASELINE" --config "$cfg" --micro-batch 16 --steps 10 --warmup 3 $mode \
+          > "$OUT/torch_${cfg}${mode}.json" 2>/dev/null || true
+        python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(f\"| {d['impl']} | $cfg | {d['tokens_per_s']} | {d['ms_per_step']} | {d['mfu']} |\")" \
+          "$OUT/torch_${cfg}${mode}.json" 2>/dev/null || echo "| pytorch$mode | $cfg | failed | | |"
+      done
+    fi
+  done
+fi

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Builds the GPU binaries on this (CUDA-capable, GPU-less) machine into build-gpu/
-# and packs them with the shared libraries the GPU machine's image lacks into
+# Builds the GPU binaries on this (CUDA-capable, GPU-less) machine into $BUILD
+# (default build/) and packs them with the shared libraries the GPU machine's image lacks into
 # .gpu/ (ignored by git), for scripts/gpu-check.sh to run there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-gpu -j"$(nproc)" --target n nmoe_gpu_tests nmoe_loader_bench
+BUILD=${BUILD:-build}
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target n nmoe_gpu_tests
 rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
-cp build-gpu/n build-gpu/nmoe_gpu_tests .gpu/bin/
+cp "$BUILD"/n "$BUILD"/nmoe_gpu_tests .gpu/bin/
 # Every shared library except glibc's and CUDA's (the GPU image brings its own CUDA 13).
 for b in .gpu/bin/*; do ldd "$b"; done | awk '/=>/ {print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
