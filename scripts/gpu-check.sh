@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/nmoe-gpu-out}
 mkdir -p "$OUT" /tmp/nmoe-libs
-tar -I zstd -xf .gpu/deps.tar.zst -C /tmp/nmoe-libs
+tar -xzf .gpu/deps.tar.gz -C /tmp/nmoe-libs
 export LD_LIBRARY_PATH=/tmp/nmoe-libs/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"

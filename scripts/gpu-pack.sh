@@ -17,5 +17,5 @@ for b in .gpu/bin/*; do ldd "$b"; done | awk '/=>/ {print $3}' | sort -u | while
     *) cp -L "$lib" .gpu/lib/ ;;
   esac
 done
-tar -C .gpu -I 'zstd -19 -T0' -cf .gpu/deps.tar.zst lib && rm -rf .gpu/lib
+tar -C .gpu -czf .gpu/deps.tar.gz lib && rm -rf .gpu/lib
 du -sh .gpu/* 
