@@ -38,10 +38,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   Config cfg = load_config(ca.path, ca.overrides);
   auto backend = make_backend(cfg);
 
-  ModelOptions mo;
-  mo.micro_batch = micro;
-  mo.seq_len = seq;
-  Model model(cfg, *backend, mo);
+  Model model(cfg, *backend, model_options(cfg, *backend));
   model.init_weights(static_cast<uint64_t>(cfg.seed));
   Optimizer opt(cfg, model);
   const int64_t N = micro * seq;

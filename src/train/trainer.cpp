@@ -148,6 +148,18 @@ std::unique_ptr<Backend> make_backend(const Config& cfg) {
   return make_cpu_backend(static_cast<int>(cfg.threads));
 }
 
+ModelOptions model_options(const Config& cfg, const Backend& backend) {
+  ModelOptions mo;
+  mo.dtype = DType::F32;
+  mo.micro_batch = cfg.micro_batch();
+  mo.seq_len = cfg.seq_len;
+  const bool gpu = std::string(backend.name()) == "cuda";
+  // On a GPU the chunk's [rows, vocab] logits (fp32) are the largest workspace:
+  // 8192 x 50304 x 4 B = 1.6 GiB, small next to the activations of a real batch.
+  mo.ce_chunk_rows = gpu ? 8192 : 256;
+  return mo;
+}
+
 TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts) {
   Progress out(opts.out);
   NMOE_CHECK(cfg.data_path || cfg.mixture_toml,
@@ -157,11 +169,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     check_dataset_matches(*cfg.validation_data_path, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id);
   InterruptGuard interrupt_guard;
 
-  ModelOptions mo;
-  mo.dtype = DType::F32;
-  mo.micro_batch = cfg.micro_batch();
-  mo.seq_len = cfg.seq_len;
-  Model model(cfg, backend, mo);
+  Model model(cfg, backend, model_options(cfg, backend));
   Optimizer optimizer(cfg, model);
   auto loader_ptr = make_data_loader(cfg.data_path.value_or(""), cfg.mixture_toml.value_or(""), cfg.seq_len,
                                      cfg.vocab_size);

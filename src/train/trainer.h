@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "model/model.h"
 #include "ops/backend.h"
 
 namespace nmoe {
@@ -39,5 +40,9 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts 
 
 // The backend a config asks for (device = auto | cpu | cuda).
 std::unique_ptr<Backend> make_backend(const Config& cfg);
+
+// Model options for a config on a backend: micro-batch shape, dtypes, and a
+// cross-entropy chunk that suits the device (large on a GPU, small on a CPU).
+ModelOptions model_options(const Config& cfg, const Backend& backend);
 
 }  // namespace nmoe
