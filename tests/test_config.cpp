@@ -124,7 +124,7 @@ TEST(ConfigDefaults, MinimalFileKeepsDefaultsAndSetsWorldSize) {
 
 TEST(ConfigKeys, SortedUniqueAndComplete) {
   const auto& keys = nmoe::config_keys();
-  EXPECT_EQ(keys.size(), 86u);
+  EXPECT_EQ(keys.size(), 87u);
   EXPECT_TRUE(std::is_sorted(keys.begin(), keys.end()));
   EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size());
   EXPECT_THAT(keys, testing::Contains("lr_dense"));

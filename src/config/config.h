@@ -86,6 +86,7 @@ struct Config {
   bool loss_mask_eos = true;
   std::string device = "auto";  // auto | cpu | cuda
   int64_t threads = 0;          // CPU threads; 0 = all cores
+  bool recompute_attention = false;  // recompute attention in backward instead of keeping its activations
 
   // ---- checkpointing ----
   std::string checkpoint_dir = "/data/checkpoints";

@@ -82,6 +82,7 @@ std::vector<KeySpec> build_key_specs() {
       {"loss_mask_eos", &Config::loss_mask_eos, FP},
       {"device", &Config::device, OP},
       {"threads", &Config::threads, OP},
+      {"recompute_attention", &Config::recompute_attention, OP},
       // checkpointing
       {"checkpoint_dir", &Config::checkpoint_dir, OP},
       {"checkpoint_every", &Config::checkpoint_every, OP},

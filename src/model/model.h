@@ -43,6 +43,9 @@ struct ModelOptions {
   int64_t seq_len = 1;
   int rank = 0, world = 1;   // expert sharding: this rank holds E/world experts
   int64_t ce_chunk_rows = 256;
+  // Keep one set of attention activations (norm output, qkv, output, lse) for
+  // all layers and recompute a layer's in its backward pass.
+  bool recompute_attention = false;
 };
 
 struct MemoryPlan {
@@ -113,6 +116,7 @@ class Model {
   void forward(bool training);
   void backward(double grad_scale, double aux_weight);
   void attention_forward(Layer& L);
+  void attention_recompute(Layer& L);
   void attention_backward(Layer& L, const Tensor& dres);
   void dense_mlp_forward(Layer& L);
   void dense_mlp_backward(Layer& L, const Tensor& dres);
@@ -141,6 +145,7 @@ class Model {
   Tensor rope_cos_, rope_sin_, tokens_, targets_, loss_sum_, aux_sum_;
   std::vector<Tensor> resid_;   // resid_[l]: residual stream entering layer l; resid_[L] final
   Tensor xf_, rstdf_;           // final norm output and its rstd
+  Tensor shared_xn1_, shared_qkv_, shared_attn_, shared_lse_;  // with recompute_attention
   // Workspace shared by all layers during backward.
   Tensor dres_, dxn_, dattn_, dqkv_, dxf_;
   Tensor dmlp_a_, dmlp_h13_;                   // dense MLP

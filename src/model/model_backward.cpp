@@ -77,6 +77,7 @@ void Model::backward(double grad_scale, double aux_weight) {
     else dense_mlp_backward(L, dres_);
     B.rmsnorm_bwd(dxn_, L.mid, L.ffn_norm->wc, L.rstd2, dres_, L.ffn_norm->g);
     // Attention: mid = x + s * attn(rmsnorm(x)); dres becomes dLoss/dx.
+    if (opt_.recompute_attention) attention_recompute(L);
     attention_backward(L, dres_);
   }
   B.embedding_bwd(dres_, tokens_, embedding_->g);

@@ -40,6 +40,18 @@ void Model::attention_forward(Layer& L) {
   B.matmul(L.attn, false, L.wo->wc, true, L.mid, out_scale_, 1.0);
 }
 
+// The attention part of attention_forward again, for the backward pass when
+// its activations were not kept (recompute_attention): the same ops, so the
+// same numbers.
+void Model::attention_recompute(Layer& L) {
+  Backend& B = backend_;
+  B.rmsnorm_fwd(resid_[L.index], L.attn_norm->wc, shape_.eps, L.xn1, L.rstd1);
+  B.matmul(L.xn1, false, L.wqkv->wc, true, L.qkv.view(Shape{n_tokens_, 3 * shape_.dim}), 1.0, 0.0);
+  B.rope(L.qkv, rope_cos_, rope_sin_, static_cast<int>(opt_.seq_len), false);
+  B.attention_fwd(L.qkv, static_cast<int>(opt_.seq_len), 1.0 / std::sqrt(static_cast<double>(shape_.head_dim)),
+                  L.attn, L.lse);
+}
+
 void Model::dense_mlp_forward(Layer& L) {
   Backend& B = backend_;
   Tensor& out = resid_[L.index + 1];

@@ -78,6 +78,13 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
   out_scale_ = 1.0 / std::sqrt(2.0 * static_cast<double>(s.n_layers));
 
   const int64_t D = s.dim;
+  if (opt.recompute_attention) {
+    const DType adt = opt.act_dtype();
+    acts_.reserve(&shared_xn1_, adt, Shape{n_tokens_, D});
+    acts_.reserve(&shared_qkv_, adt, Shape{n_tokens_, 3, s.n_heads, s.head_dim});
+    acts_.reserve(&shared_attn_, adt, Shape{n_tokens_, D});
+    acts_.reserve(&shared_lse_, opt.dtype, Shape{opt.micro_batch, s.n_heads, opt.seq_len});
+  }
   embedding_ = &params_.add({"embedding.weight", Shape{s.vocab, D}, ParamGroup::DenseNoDecay,
                              InitKind::Normal, 0.02});
   for (int64_t l = 0; l < s.n_layers; ++l) {
@@ -129,6 +136,13 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
   buffers_.allocate(backend_);
   acts_.allocate(backend_);
   work_.allocate(backend_);
+  if (opt.recompute_attention)
+    for (auto& L : layers_) {
+      L->xn1 = shared_xn1_;
+      L->qkv = shared_qkv_;
+      L->attn = shared_attn_;
+      L->lse = shared_lse_;
+    }
 
   // RoPE tables: angle = pos * theta^(-2i/Dh), computed in double.
   {
@@ -177,11 +191,13 @@ void Model::plan_layer(Layer& L, int64_t l) {
   L.wo = &params_.add({p + "attn.wo.weight", Shape{D, D}, ParamGroup::DenseDecay, InitKind::TruncNormal, std_l});
   L.ffn_norm = &params_.add({p + "ffn_norm.weight", Shape{D}, ParamGroup::DenseNoDecay, InitKind::Ones, 0});
 
-  acts_.reserve(&L.xn1, dt, Shape{N, D});
   acts_.reserve(&L.rstd1, st, Shape{N});
-  acts_.reserve(&L.qkv, dt, Shape{N, 3, H, Dh});
-  acts_.reserve(&L.attn, dt, Shape{N, D});
-  acts_.reserve(&L.lse, st, Shape{opt_.micro_batch, H, opt_.seq_len});
+  if (!opt_.recompute_attention) {  // else the layer uses the shared buffers (see the constructor)
+    acts_.reserve(&L.xn1, dt, Shape{N, D});
+    acts_.reserve(&L.qkv, dt, Shape{N, 3, H, Dh});
+    acts_.reserve(&L.attn, dt, Shape{N, D});
+    acts_.reserve(&L.lse, st, Shape{opt_.micro_batch, H, opt_.seq_len});
+  }
   acts_.reserve(&L.mid, dt, Shape{N, D});
   acts_.reserve(&L.xn2, dt, Shape{N, D});
   acts_.reserve(&L.rstd2, st, Shape{N});

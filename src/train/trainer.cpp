@@ -157,6 +157,7 @@ ModelOptions model_options(const Config& cfg, const Backend& backend) {
   // On a GPU the chunk's [rows, vocab] logits (fp32) are the largest workspace:
   // 8192 x 50304 x 4 B = 1.6 GiB, small next to the activations of a real batch.
   mo.ce_chunk_rows = gpu ? 8192 : 256;
+  mo.recompute_attention = cfg.recompute_attention;
   return mo;
 }
 

@@ -144,7 +144,9 @@ TEST(CudaMoe, DeviceErrorsSurfaceAtSynchronize) {
   HostTensor back(F, Shape{2, 8});
   EXPECT_THROW(gpu().copy_to_host(back.t().data, dout), Error);
   DevTensor bf(DType::BF16, Shape{2, 8});
-  EXPECT_THROW(gpu().add(bf, bf, bf, 1.0), Error);  // BF16 not implemented yet
+  EXPECT_THROW(gpu().add(bf, bf, dout, 1.0), Error);  // mixed BF16 / F32 activations
+  DevTensor f64(DType::F64, Shape{2, 8});
+  EXPECT_THROW(gpu().add(f64, f64, f64, 1.0), Error);  // F64 is CPU-only
   EXPECT_THROW(gpu().moe_dispatch(dW, dpos, 2, dout), Error);  // shape
   gpu().synchronize();
 }

@@ -32,7 +32,7 @@ __global__ void attn_delta_kernel(const T* dout, const T* out, float* delta, int
 
 template <class T, int DMAX>
 __global__ void __launch_bounds__(kAttnWarps * 32)
-    attn_dq_kernel(const T* qkv, const T* dout, const T* lse, const float* delta, T* dqkv, int T_,
+    attn_dq_kernel(const T* qkv, const T* dout, const float* lse, const float* delta, T* dqkv, int T_,
                    int H, int Dh, float scale) {
   constexpr int LD = DMAX + 1, C = DMAX / 32, R = kRowsPerWarp;
   extern __shared__ float smem[];
@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int qi = q0 + warp * R + r;
-    row_lse[r] = qi < T_ ? to_f32(lse[int64_t(bh) * T_ + qi]) : 0.f;
+    row_lse[r] = qi < T_ ? lse[int64_t(bh) * T_ + qi] : 0.f;
     row_d[r] = qi < T_ ? delta[int64_t(bh) * T_ + qi] : 0.f;
 #pragma unroll
     for (int c = 0; c < C; ++c) dq[r][c] = 0.f;
@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 
 template <class T, int DMAX>
 __global__ void __launch_bounds__(kAttnWarps * 32)
-    attn_dkdv_kernel(const T* qkv, const T* dout, const T* lse, const float* delta, T* dqkv,
+    attn_dkdv_kernel(const T* qkv, const T* dout, const float* lse, const float* delta, T* dqkv,
                      int T_, int H, int Dh, float scale) {
   constexpr int LD = DMAX + 1, C = DMAX / 32, R = kRowsPerWarp;
   extern __shared__ float smem[];
@@ -132,7 +132,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
     load_tile<LD>(Gs, g_base, q0, T_, int64_t(H) * Dh, Dh);
     if (threadIdx.x < kTile) {
       const int qi = q0 + threadIdx.x;
-      lse_s[threadIdx.x] = qi < T_ ? to_f32(lse[int64_t(bh) * T_ + qi]) : 0.f;
+      lse_s[threadIdx.x] = qi < T_ ? lse[int64_t(bh) * T_ + qi] : 0.f;
       d_s[threadIdx.x] = qi < T_ ? delta[int64_t(bh) * T_ + qi] : 0.f;
     }
     __syncthreads();
@@ -182,7 +182,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 
 template <class T, int DMAX>
 void launch_bwd(const char* op, cudaStream_t stream, const QkvLayout& L, const T* qkv,
-                const T* dout, const T* lse, const float* delta, T* dqkv, float scale) {
+                const T* dout, const float* lse, const float* delta, T* dqkv, float scale) {
   const size_t smem = 4 * kTile * (DMAX + 1) * sizeof(float);
   const dim3 grid(unsigned((L.T + kTile - 1) / kTile), unsigned(L.B * L.H));
   NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(attn_dq_kernel<T, DMAX>,
@@ -212,8 +212,8 @@ void CudaBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Ten
   NMOE_CHECK(dqkv.shape == qkv.shape, op, ": dqkv must have qkv's shape ", qkv.shape.str(),
              ", got ", dqkv.shape.str());
   check_data(op, "dqkv", dqkv);
-  dispatch_float(op, {{"dout", dout}, {"qkv", qkv}, {"out", out}, {"lse", lse}, {"dqkv", dqkv}},
-                 [&](auto tag) {
+  dispatch_act(op, {{"dout", dout}, {"qkv", qkv}, {"out", out}, {"dqkv", dqkv}}, {{"lse", lse}},
+               [&](auto tag) {
     using T = decltype(tag);
     if (L.N == 0 || L.H == 0) return;
     const int dmax = attention_dmax(op, L.Dh);
@@ -225,7 +225,8 @@ void CudaBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Ten
         dout.ptr<T>(), out.ptr<T>(), delta, L.N, int(L.H), int(L.T), int(L.Dh));
     NMOE_CUDA_LAUNCHED(op);
     const float s = static_cast<float>(scale);
-    const T *in = qkv.ptr<T>(), *g = dout.ptr<T>(), *ls = lse.ptr<T>();
+    const T *in = qkv.ptr<T>(), *g = dout.ptr<T>();
+    const float* ls = lse.ptr<float>();
     if (dmax == 32) launch_bwd<T, 32>(op, stream(), L, in, g, ls, delta, dqkv.ptr<T>(), s);
     else if (dmax == 64) launch_bwd<T, 64>(op, stream(), L, in, g, ls, delta, dqkv.ptr<T>(), s);
     else launch_bwd<T, 128>(op, stream(), L, in, g, ls, delta, dqkv.ptr<T>(), s);

@@ -11,7 +11,7 @@ namespace {
 
 template <class T, int DMAX>
 __global__ void __launch_bounds__(kAttnWarps * 32)
-    attn_fwd_kernel(const T* qkv, T* out, T* lse, int T_, int H, int Dh, float scale) {
+    attn_fwd_kernel(const T* qkv, T* out, float* lse, int T_, int H, int Dh, float scale) {
   constexpr int LD = DMAX + 1, C = DMAX / 32, R = kRowsPerWarp;
   extern __shared__ float smem[];
   float* Qs = smem;
@@ -76,13 +76,13 @@ __global__ void __launch_bounds__(kAttnWarps * 32)
 #pragma unroll
     for (int c = 0; c < C; ++c)
       if (lane + 32 * c < Dh) o[lane + 32 * c] = from_f32<T>(acc[r][c] * inv);
-    if (lane == 0) lse[int64_t(bh) * T_ + qi] = from_f32<T>(m[r] + logf(l[r]));
+    if (lane == 0) lse[int64_t(bh) * T_ + qi] = m[r] + logf(l[r]);
   }
 }
 
 template <class T, int DMAX>
 void launch_fwd(const char* op, cudaStream_t stream, const QkvLayout& L, const T* qkv, T* out,
-                T* lse, float scale) {
+                float* lse, float scale) {
   const size_t smem = 3 * kTile * (DMAX + 1) * sizeof(float);
   NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(attn_fwd_kernel<T, DMAX>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
@@ -100,16 +100,16 @@ void CudaBackend::attention_fwd(const Tensor& qkv, int seq_len, double scale, co
   const QkvLayout L = qkv_layout(op, qkv, seq_len);
   check_head_outputs(op, "out", out, L);
   check_lse(op, lse, L);
-  dispatch_float(op, {{"qkv", qkv}, {"out", out}, {"lse", lse}}, [&](auto tag) {
+  dispatch_act(op, {{"qkv", qkv}, {"out", out}}, {{"lse", lse}}, [&](auto tag) {
     using T = decltype(tag);
     if (L.N == 0 || L.H == 0) return;
     const int dmax = attention_dmax(op, L.Dh);
     NMOE_CHECK(L.B * L.H <= 65535, op, ": B*H = ", L.B * L.H, " exceeds the grid limit 65535");
     const float s = static_cast<float>(scale);
     const T* in = qkv.ptr<T>();
-    if (dmax == 32) launch_fwd<T, 32>(op, stream(), L, in, out.ptr<T>(), lse.ptr<T>(), s);
-    else if (dmax == 64) launch_fwd<T, 64>(op, stream(), L, in, out.ptr<T>(), lse.ptr<T>(), s);
-    else launch_fwd<T, 128>(op, stream(), L, in, out.ptr<T>(), lse.ptr<T>(), s);
+    if (dmax == 32) launch_fwd<T, 32>(op, stream(), L, in, out.ptr<T>(), lse.ptr<float>(), s);
+    else if (dmax == 64) launch_fwd<T, 64>(op, stream(), L, in, out.ptr<T>(), lse.ptr<float>(), s);
+    else launch_fwd<T, 128>(op, stream(), L, in, out.ptr<T>(), lse.ptr<float>(), s);
   });
 }
 

@@ -12,7 +12,11 @@
 //   range, ...) set a device error flag; the next synchronize() or
 //   copy_to_host() throws the first one.
 // - Determinism: no floating-point atomics; reductions have a fixed shape;
-//   cuBLAS runs with a fixed workspace, atomics off, and pedantic fp32 (no TF32).
+//   cuBLAS runs with a fixed workspace, atomics off, and pedantic fp32 (no TF32)
+//   for F32 GEMMs; BF16 GEMMs use tensor cores with fp32 accumulation.
+// - Mixed precision (ops/backend.h): activations and their workspace gradients
+//   F32 or BF16 per call; rstd, lse, RoPE tables, router tensors, gates,
+//   dgates and parameter gradients F32. Kernels do fp32 math on either.
 #pragma once
 
 #include <cstddef>
@@ -99,7 +103,7 @@ class CudaBackend final : public Backend {
 
   // ---- internals shared by the op files -------------------------------------
   // Grow-only device scratch buffers, one per purpose so one op can hold several.
-  enum class Scratch { Sort, Partials, Logits, RowLoss, Small, Count };
+  enum class Scratch { Sort, Partials, Logits, LogitsGrad, RowLoss, Small, Count };
   void* scratch(Scratch slot, size_t bytes);
   CUstream_st* stream() const { return stream_; }
   cublasContext* cublas() const { return cublas_; }

@@ -59,9 +59,9 @@ inline void check_fits_i32(const char* op, const char* what, int64_t n) {
   NMOE_CHECK(n >= 0 && n <= INT32_MAX, op, ": ", what, " = ", n, " does not fit in I32");
 }
 
-// Float tensors of one call share one dtype. The CUDA backend runs F32 now;
-// kernels are templates on the element type with fp32 math, so BF16 is added
-// by instantiating them for __nv_bfloat16 (see dispatch_float in cuda_common.cuh).
+// Ops whose float tensors are all F32 in either precision mode (router forward,
+// aux loss, bias update, sum_squares, adamw: statistics, master weights and
+// moments). Ops on activations use act_dtype / dispatch_act below.
 inline DType common_float_dtype(const char* op, std::initializer_list<NamedTensor> tensors) {
   NMOE_CHECK(tensors.size() > 0, op, ": no float tensors");
   const DType dtype = tensors.begin()->t.dtype;
@@ -71,8 +71,35 @@ inline DType common_float_dtype(const char* op, std::initializer_list<NamedTenso
     std::string got;
     for (const NamedTensor& a : tensors)
       got += std::string(got.empty() ? "" : ", ") + a.name + "=" + dtype_name(a.t.dtype);
-    fail(op, ": the CUDA backend needs every float tensor of one call to be F32 (BF16 is not "
-             "implemented yet); got ", got);
+    fail(op, ": the CUDA backend needs every float tensor of this op to be F32 (statistics, "
+             "master weights and moments stay F32 in BF16 mode); got ", got);
+  }
+  return dtype;
+}
+
+// Mixed precision (see ops/backend.h): the activation tensors of one call share
+// one dtype, F32 or BF16; the statistics / parameter-gradient tensors of the
+// call (rstd, lse, RoPE tables, gates, dW, ...) are F32 in either mode.
+// Undefined tensors in `f32s` are skipped (optional outputs).
+inline DType act_dtype(const char* op, std::initializer_list<NamedTensor> acts,
+                       std::initializer_list<NamedTensor> f32s) {
+  NMOE_CHECK(acts.size() > 0, op, ": no activation tensors");
+  const DType dtype = acts.begin()->t.dtype;
+  bool ok = dtype == DType::F32 || dtype == DType::BF16;
+  for (const NamedTensor& a : acts) ok = ok && a.t.dtype == dtype;
+  for (const NamedTensor& a : f32s) ok = ok && (!a.t.defined() || a.t.dtype == DType::F32);
+  if (!ok) {
+    std::string got;
+    for (const NamedTensor& a : acts)
+      got += std::string(got.empty() ? "" : ", ") + a.name + "=" + dtype_name(a.t.dtype);
+    for (const NamedTensor& a : f32s)
+      got += std::string(got.empty() ? "" : ", ") + a.name + "=" +
+             (a.t.defined() ? dtype_name(a.t.dtype) : "undefined");
+    std::string act_names, f32_names;
+    for (const NamedTensor& a : acts) act_names += std::string(act_names.empty() ? "" : ", ") + a.name;
+    for (const NamedTensor& a : f32s) f32_names += std::string(f32_names.empty() ? "" : ", ") + a.name;
+    fail(op, ": the CUDA backend needs ", act_names, " to share one dtype (F32 or BF16)",
+         f32_names.empty() ? std::string() : " and " + f32_names + " to be F32", "; got ", got);
   }
   return dtype;
 }

@@ -70,11 +70,20 @@ template <class T> struct CudaType;
 template <> struct CudaType<float> { static constexpr cudaDataType_t value = CUDA_R_32F; };
 template <> struct CudaType<__nv_bfloat16> { static constexpr cudaDataType_t value = CUDA_R_16BF; };
 
-// Calls fn(float{}) for F32 (the only float dtype so far; see common_float_dtype).
+// Calls fn(float{}) for ops that are F32-only in every mode (see common_float_dtype).
 template <class Fn>
 void dispatch_float(const char* op, std::initializer_list<NamedTensor> tensors, Fn&& fn) {
   common_float_dtype(op, tensors);
   fn(float{});
+}
+
+// Mixed precision: calls fn(float{}) or fn(__nv_bfloat16{}) by the shared dtype
+// of the activation tensors `acts`; every tensor of `f32s` must be F32 (see act_dtype).
+template <class Fn>
+void dispatch_act(const char* op, std::initializer_list<NamedTensor> acts,
+                  std::initializer_list<NamedTensor> f32s, Fn&& fn) {
+  if (act_dtype(op, acts, f32s) == DType::BF16) fn(__nv_bfloat16{});
+  else fn(float{});
 }
 
 // ---- launch sizes ---------------------------------------------------------------------------------
@@ -135,8 +144,16 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
 // ---- GEMM ----------------------------------------------------------------------------------------
 // Row-major C[M,N] = alpha * op(A)[M,K] @ op(B)[K,N] + beta * C with leading
 // dims lda, ldb, ldc (elements), through cuBLAS. beta == 0 never reads C.
-void gemm(CudaBackend& be, const char* op, DType dtype, bool transA, bool transB, int64_t M,
+// A and B share dtype `ab` (F32 or BF16); C has dtype `c` (F32, or BF16 with BF16
+// inputs). All-F32 GEMMs are pedantic fp32 (no TF32); BF16-input GEMMs run on
+// tensor cores with fp32 accumulation (CUBLAS_COMPUTE_32F).
+void gemm(CudaBackend& be, const char* op, DType ab, DType c, bool transA, bool transB, int64_t M,
           int64_t N, int64_t K, double alpha, const void* A, int64_t lda, const void* B,
           int64_t ldb, double beta, void* C, int64_t ldc);
+inline void gemm(CudaBackend& be, const char* op, DType dtype, bool transA, bool transB, int64_t M,
+                 int64_t N, int64_t K, double alpha, const void* A, int64_t lda, const void* B,
+                 int64_t ldb, double beta, void* C, int64_t ldc) {
+  gemm(be, op, dtype, dtype, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
 }  // namespace nmoe::cuda

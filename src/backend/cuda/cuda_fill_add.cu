@@ -120,7 +120,7 @@ void CudaBackend::add(const Tensor& out, const Tensor& a, const Tensor& b, doubl
   check_data(op, "out", out);
   check_data(op, "a", a);
   check_data(op, "b", b);
-  dispatch_float(op, {{"out", out}, {"a", a}, {"b", b}}, [&](auto tag) {
+  dispatch_act(op, {{"out", out}, {"a", a}, {"b", b}}, {}, [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = out.numel();
     if (n == 0) return;

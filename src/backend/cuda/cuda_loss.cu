@@ -2,6 +2,8 @@
 // chunk_rows rows at a time (cuBLAS) in a backend-owned workspace that grows
 // once; a row kernel turns each row into its loss and, for the backward, into
 // (softmax - onehot) * grad_scale in place; two GEMMs give dh and dW.
+#include <type_traits>
+
 #include "backend/cuda/cuda_common.cuh"
 
 namespace nmoe {
@@ -13,14 +15,17 @@ namespace {
 constexpr int kCeThreads = 256;
 constexpr int kSumThreads = 1024;
 
-// One block per row r of the chunk: row_loss[r] = lse - logit[target] (0 when
-// not counted); with grad, the row becomes (softmax - onehot) * grad_scale.
-template <class T>
-__global__ void ce_row_kernel(T* logits, int64_t V, const int32_t* targets, int64_t ignore_index,
-                              float grad_scale, bool grad, double* row_loss, int* err) {
+// One block per row r of the chunk (fp32 logits): row_loss[r] = lse - logit[target]
+// (0 when not counted); with grad, grad row r = (softmax - onehot) * grad_scale
+// in G (F32: the logits row itself, in place; BF16: a separate buffer).
+template <class G>
+__global__ void ce_row_kernel(float* logits, G* grads, int64_t V, const int32_t* targets,
+                              int64_t ignore_index, float grad_scale, bool grad, double* row_loss,
+                              int* err) {
   __shared__ float red[32];
   const int64_t r = blockIdx.x;
-  T* row = logits + r * V;
+  const float* row = logits + r * V;
+  G* grow = grads + r * V;
   const int32_t target = targets[r];
   if (target >= V) {
     if (threadIdx.x == 0) report_error(err, kErrTargetRange);
@@ -28,7 +33,7 @@ __global__ void ce_row_kernel(T* logits, int64_t V, const int32_t* targets, int6
   const bool counted = target >= 0 && target < V && target != ignore_index;
   if (!counted) {
     if (grad)
-      for (int64_t v = threadIdx.x; v < V; v += blockDim.x) row[v] = from_f32<T>(0.f);
+      for (int64_t v = threadIdx.x; v < V; v += blockDim.x) grow[v] = from_f32<G>(0.f);
     if (threadIdx.x == 0) row_loss[r] = 0.0;
     return;
   }
@@ -45,7 +50,7 @@ __global__ void ce_row_kernel(T* logits, int64_t V, const int32_t* targets, int6
   if (!grad) return;
   for (int64_t v = threadIdx.x; v < V; v += blockDim.x) {
     const float p = expf(to_f32(row[v]) - lse);
-    row[v] = from_f32<T>((p - (v == target ? 1.f : 0.f)) * grad_scale);
+    grow[v] = from_f32<G>((p - (v == target ? 1.f : 0.f)) * grad_scale);
   }
 }
 
@@ -78,38 +83,47 @@ void CudaBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& 
     NMOE_CHECK(dW.defined(), op, ": dW must be defined when dh is");
     check_matrix(op, "dW", dW, V, D);
   }
+  // Logits are F32 in both modes (BF16 inputs: tensor-core GEMM with an F32
+  // output); the logit gradient G is in the activation dtype T for the two
+  // backward GEMMs; dW is F32 (parameter gradient) in BF16 mode.
   auto run = [&](auto tag) {
     using T = decltype(tag);
     if (N == 0) return;
     const int64_t chunk = std::min(chunk_rows, N);
     NMOE_CHECK(V > 0, op, ": the vocabulary is empty");
-    T* logits = static_cast<T*>(
-        scratch(Scratch::Logits, static_cast<size_t>(chunk * V) * sizeof(T)));
+    float* logits = static_cast<float*>(
+        scratch(Scratch::Logits, static_cast<size_t>(chunk * V) * sizeof(float)));
+    T* gl = nullptr;
+    if constexpr (std::is_same_v<T, float>) gl = logits;
+    else if (grad)
+      gl = static_cast<T*>(scratch(Scratch::LogitsGrad, static_cast<size_t>(chunk * V) * sizeof(T)));
     double* row_loss =
         static_cast<double*>(scratch(Scratch::RowLoss, static_cast<size_t>(N) * sizeof(double)));
     const T* hp = h.ptr<T>();
     for (int64_t begin = 0; begin < N; begin += chunk) {
       const int64_t rows = std::min(chunk, N - begin);
-      gemm(*this, op, h.dtype, false, true, rows, V, D, 1.0, hp + begin * D, D, W.data, D, 0.0,
-           logits, V);
+      gemm(*this, op, h.dtype, DType::F32, false, true, rows, V, D, 1.0, hp + begin * D, D,
+           W.data, D, 0.0, logits, V);
       ce_row_kernel<T><<<unsigned(rows), kCeThreads, 0, stream()>>>(
-          logits, V, targets.ptr<int32_t>() + begin, ignore_index, static_cast<float>(grad_scale),
-          grad, row_loss + begin, device_error_flag());
+          logits, gl, V, targets.ptr<int32_t>() + begin, ignore_index,
+          static_cast<float>(grad_scale), grad, row_loss + begin, device_error_flag());
       NMOE_CUDA_LAUNCHED(op);
       if (!grad) continue;
       // G = the logits chunk now: dh_chunk = G @ W (write), dW += G^T @ h_chunk.
-      gemm(*this, op, h.dtype, false, false, rows, D, V, 1.0, logits, V, W.data, D, 0.0,
+      gemm(*this, op, h.dtype, h.dtype, false, false, rows, D, V, 1.0, gl, V, W.data, D, 0.0,
            dh.ptr<T>() + begin * D, D);
-      gemm(*this, op, h.dtype, true, false, V, D, rows, 1.0, logits, V, hp + begin * D, D, 1.0,
-           dW.data, D);
+      gemm(*this, op, h.dtype, dW.dtype, true, false, V, D, rows, 1.0, gl, V, hp + begin * D, D,
+           1.0, dW.data, D);
     }
     ce_sum_kernel<<<1, kSumThreads, 0, stream()>>>(row_loss, N, loss_sum.ptr<double>());
     NMOE_CUDA_LAUNCHED(op);
   };
-  if (grad)
-    dispatch_float(op, {{"h", h}, {"W", W}, {"dh", dh}, {"dW", dW}}, run);
+  if (grad && h.dtype == DType::BF16 && dW.dtype == DType::F32)
+    dispatch_act(op, {{"h", h}, {"W", W}, {"dh", dh}}, {{"dW", dW}}, run);
+  else if (grad)
+    dispatch_act(op, {{"h", h}, {"W", W}, {"dh", dh}, {"dW", dW}}, {}, run);
   else
-    dispatch_float(op, {{"h", h}, {"W", W}}, run);
+    dispatch_act(op, {{"h", h}, {"W", W}}, {}, run);
 }
 
 }  // namespace nmoe

@@ -30,25 +30,34 @@ int gemm_dim(const char* op, int64_t n) {
 
 namespace cuda {
 
-void gemm(CudaBackend& be, const char* op, DType dtype, bool transA, bool transB, int64_t M,
+void gemm(CudaBackend& be, const char* op, DType ab, DType c, bool transA, bool transB, int64_t M,
           int64_t N, int64_t K, double alpha, const void* A, int64_t lda, const void* B,
           int64_t ldb, double beta, void* C, int64_t ldc) {
-  NMOE_CHECK(dtype == DType::F32, op, ": GEMM dtype ", dtype_name(dtype), " not implemented");
-  using T = float;
+  const bool f32 = ab == DType::F32 && c == DType::F32;
+  const bool bf16 = ab == DType::BF16 && (c == DType::BF16 || c == DType::F32);
+  NMOE_CHECK(f32 || bf16, op, ": GEMM with A, B ", dtype_name(ab), " and C ", dtype_name(c),
+             " not implemented (F32 x F32 -> F32 or BF16 x BF16 -> BF16/F32)");
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == 0) {  // C = beta * C, never reading C when beta == 0
-    scale_kernel<T><<<grid_for(M * N), kThreads, 0, be.stream()>>>(static_cast<T*>(C), M, N, ldc,
-                                                                    static_cast<float>(beta));
+    if (c == DType::F32)
+      scale_kernel<float><<<grid_for(M * N), kThreads, 0, be.stream()>>>(
+          static_cast<float*>(C), M, N, ldc, static_cast<float>(beta));
+    else
+      scale_kernel<__nv_bfloat16><<<grid_for(M * N), kThreads, 0, be.stream()>>>(
+          static_cast<__nv_bfloat16*>(C), M, N, ldc, static_cast<float>(beta));
     NMOE_CUDA_LAUNCHED(op);
     return;
   }
   const float a = static_cast<float>(alpha), b = static_cast<float>(beta);
+  const cudaDataType_t tab = f32 ? CUDA_R_32F : CUDA_R_16BF;
+  const cudaDataType_t tc = c == DType::F32 ? CUDA_R_32F : CUDA_R_16BF;
   NMOE_CUBLAS_CHECK(
       op, cublasGemmEx(be.cublas(), transB ? CUBLAS_OP_T : CUBLAS_OP_N,
                        transA ? CUBLAS_OP_T : CUBLAS_OP_N, gemm_dim(op, N), gemm_dim(op, M),
-                       gemm_dim(op, K), &a, B, CudaType<T>::value, gemm_dim(op, ldb), A,
-                       CudaType<T>::value, gemm_dim(op, lda), &b, C, CudaType<T>::value,
-                       gemm_dim(op, ldc), CUBLAS_COMPUTE_32F_PEDANTIC, CUBLAS_GEMM_DEFAULT));
+                       gemm_dim(op, K), &a, B, tab, gemm_dim(op, ldb), A, tab, gemm_dim(op, lda),
+                       &b, C, tc, gemm_dim(op, ldc),
+                       f32 ? CUBLAS_COMPUTE_32F_PEDANTIC : CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace cuda
@@ -87,10 +96,12 @@ void CudaBackend::matmul(const Tensor& A, bool transA, const Tensor& B, bool tra
   check_matrix(op, "C", C, M, N);
   check_data(op, "A", A);
   check_data(op, "B", B);
-  dispatch_float(op, {{"A", A}, {"B", B}, {"C", C}}, [&](auto) {
-    gemm(*this, op, C.dtype, transA, transB, M, N, K, alpha, A.data, A.cols(), B.data, B.cols(),
-         beta, C.data, C.cols());
-  });
+  // F32 x F32 -> F32, or BF16 x BF16 -> BF16 or F32 (e.g. router logits, weight gradients).
+  const bool mixed_out = A.dtype == DType::BF16 && C.dtype == DType::F32;
+  const DType ab = mixed_out ? act_dtype(op, {{"A", A}, {"B", B}}, {{"C", C}})
+                             : act_dtype(op, {{"A", A}, {"B", B}, {"C", C}}, {});
+  gemm(*this, op, ab, C.dtype, transA, transB, M, N, K, alpha, A.data, A.cols(), B.data, B.cols(),
+       beta, C.data, C.cols());
 }
 
 // Correct-first version: the offsets come to the host (one sync per call) and
@@ -105,7 +116,7 @@ void CudaBackend::grouped_matmul(const Tensor& X, const Tensor& W, bool transW,
   const int64_t M = X.rows();
   check_matrix(op, "X", X, M, transW ? S : R);
   check_matrix(op, "Y", Y, M, transW ? R : S);
-  dispatch_float(op, {{"X", X}, {"W", W}, {"Y", Y}}, [&](auto tag) {
+  dispatch_act(op, {{"X", X}, {"W", W}, {"Y", Y}}, {}, [&](auto tag) {
     using T = decltype(tag);
     const int32_t* off = checked_offsets(*this, op, offsets, E, M);
     const int64_t in_cols = X.cols(), out_cols = Y.cols(), K = transW ? S : R;
@@ -128,16 +139,21 @@ void CudaBackend::grouped_matmul_wgrad(const Tensor& dY, const Tensor& X, const 
   const int64_t M = dY.rows();
   check_matrix(op, "dY", dY, M, R);
   check_matrix(op, "X", X, M, S);
-  dispatch_float(op, {{"dY", dY}, {"X", X}, {"dW", dW}}, [&](auto tag) {
+  // dW is F32 (parameter gradient) or the inputs' dtype.
+  const bool mixed_out = dY.dtype == DType::BF16 && dW.dtype == DType::F32;
+  auto run = [&](auto tag) {
     using T = decltype(tag);
     const int32_t* off = checked_offsets(*this, op, offsets, E, M);
     for (int64_t e = 0; e < E; ++e) {
       const int64_t begin = off[e], rows = off[e + 1] - off[e];
       if (rows == 0) continue;
-      gemm(*this, op, dW.dtype, true, false, R, S, rows, 1.0, dY.ptr<T>() + begin * R, R,
-           X.ptr<T>() + begin * S, S, 1.0, dW.ptr<T>() + e * R * S, S);
+      gemm(*this, op, dY.dtype, dW.dtype, true, false, R, S, rows, 1.0, dY.ptr<T>() + begin * R,
+           R, X.ptr<T>() + begin * S, S, 1.0,
+           static_cast<char*>(dW.data) + (e * R * S) * dtype_size(dW.dtype), S);
     }
-  });
+  };
+  if (mixed_out) dispatch_act(op, {{"dY", dY}, {"X", X}}, {{"dW", dW}}, run);
+  else dispatch_act(op, {{"dY", dY}, {"X", X}, {"dW", dW}}, {}, run);
 }
 
 }  // namespace nmoe

@@ -71,7 +71,7 @@ __global__ void dispatch_bwd_kernel(const T* dxe, const int32_t* pos, int64_t N,
 
 // Thread per (token, column): out[t] += sum_k gates[t,k] ye[pos[t*K+k]] in slot order.
 template <class T>
-__global__ void combine_kernel(const T* ye, const int32_t* pos, const T* gates, int64_t N, int K,
+__global__ void combine_kernel(const T* ye, const int32_t* pos, const float* gates, int64_t N, int K,
                                int64_t D, T* out, int* err) {
   const int64_t slots = N * K;
   NMOE_GRID_STRIDE(i, N * D) {
@@ -83,7 +83,7 @@ __global__ void combine_kernel(const T* ye, const int32_t* pos, const T* gates, 
         report_error(err, kErrPosRange);
         continue;
       }
-      acc += to_f32(gates[t * K + k]) * to_f32(ye[int64_t(p) * D + d]);
+      acc += gates[t * K + k] * to_f32(ye[int64_t(p) * D + d]);
     }
     out[i] = from_f32<T>(acc);
   }
@@ -92,8 +92,9 @@ __global__ void combine_kernel(const T* ye, const int32_t* pos, const T* gates, 
 // Warp per slot (grid-stride): dye[pos] = gate * dout[t] (write),
 // dgates[slot] = <ye[pos], dout[t]> (write).
 template <class T>
-__global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* pos, const T* gates,
-                                   int64_t slots, int K, int64_t D, T* dye, T* dgates, int* err) {
+__global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* pos,
+                                   const float* gates, int64_t slots, int K, int64_t D, T* dye,
+                                   float* dgates, int* err) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
   for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
@@ -106,7 +107,7 @@ __global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* po
     const T* g = dout + (slot / K) * D;
     const T* y = ye + int64_t(p) * D;
     T* dy = dye + int64_t(p) * D;
-    const float gate = to_f32(gates[slot]);
+    const float gate = gates[slot];
     float dot = 0.f;
     for (int64_t d = lane; d < D; d += 32) {
       const float gv = to_f32(g[d]);
@@ -114,7 +115,7 @@ __global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* po
       dot += to_f32(y[d]) * gv;
     }
     dot = warp_sum(dot);
-    if (lane == 0) dgates[slot] = from_f32<T>(dot);
+    if (lane == 0) dgates[slot] = dot;
   }
 }
 
@@ -180,7 +181,7 @@ void CudaBackend::moe_dispatch(const Tensor& x, const Tensor& pos, int top_k, co
   check_matrix(op, "x", x, N, D);
   check_matrix(op, "xe", xe, N * K, D);
   check_index_tensor(op, "pos", pos, N * K);
-  dispatch_float(op, {{"x", x}, {"xe", xe}}, [&](auto tag) {
+  dispatch_act(op, {{"x", x}, {"xe", xe}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * K * D == 0) return;
     dispatch_kernel<T><<<grid_for(N * K * D), kThreads, 0, stream()>>>(
@@ -197,7 +198,7 @@ void CudaBackend::moe_dispatch_bwd(const Tensor& dxe, const Tensor& pos, int top
   check_matrix(op, "dx", dx, N, D);
   check_matrix(op, "dxe", dxe, N * K, D);
   check_index_tensor(op, "pos", pos, N * K);
-  dispatch_float(op, {{"dxe", dxe}, {"dx", dx}}, [&](auto tag) {
+  dispatch_act(op, {{"dxe", dxe}, {"dx", dx}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * D == 0) return;
     dispatch_bwd_kernel<T><<<grid_for(N * D), kThreads, 0, stream()>>>(
@@ -217,11 +218,11 @@ void CudaBackend::moe_combine(const Tensor& ye, const Tensor& pos, const Tensor&
   check_matrix(op, "gates", gates, N, K);
   check_matrix(op, "ye", ye, N * K, D);
   check_index_tensor(op, "pos", pos, N * K);
-  dispatch_float(op, {{"ye", ye}, {"gates", gates}, {"out", out}}, [&](auto tag) {
+  dispatch_act(op, {{"ye", ye}, {"out", out}}, {{"gates", gates}}, [&](auto tag) {
     using T = decltype(tag);
     if (N * D == 0) return;
     combine_kernel<T><<<grid_for(N * D), kThreads, 0, stream()>>>(
-        ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<T>(), N, int(K), D, out.ptr<T>(),
+        ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N, int(K), D, out.ptr<T>(),
         device_error_flag());
     NMOE_CUDA_LAUNCHED(op);
   });
@@ -240,14 +241,13 @@ void CudaBackend::moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Te
   check_matrix(op, "dye", dye, N * K, D);
   check_matrix(op, "dgates", dgates, N, K);
   check_index_tensor(op, "pos", pos, N * K);
-  dispatch_float(op,
-                 {{"dout", dout}, {"ye", ye}, {"gates", gates}, {"dye", dye}, {"dgates", dgates}},
-                 [&](auto tag) {
+  dispatch_act(op, {{"dout", dout}, {"ye", ye}, {"dye", dye}},
+               {{"gates", gates}, {"dgates", dgates}}, [&](auto tag) {
     using T = decltype(tag);
     if (N * K == 0) return;
     combine_bwd_kernel<T><<<grid_for(N * K * 32), kThreads, 0, stream()>>>(
-        dout.ptr<T>(), ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<T>(), N * K, int(K), D,
-        dye.ptr<T>(), dgates.ptr<T>(), device_error_flag());
+        dout.ptr<T>(), ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, int(K), D,
+        dye.ptr<T>(), dgates.ptr<float>(), device_error_flag());
     NMOE_CUDA_LAUNCHED(op);
   });
 }

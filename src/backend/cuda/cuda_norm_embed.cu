@@ -30,7 +30,7 @@ __global__ void iota_kernel(int32_t* v, int64_t n) { NMOE_GRID_STRIDE(i, n) v[i]
 // position starts a run adds the run's dout rows in token order.
 template <class T>
 __global__ void embedding_bwd_kernel(const T* dout, const int32_t* ids, const int32_t* rows,
-                                     int64_t N, int64_t V, int64_t D, T* dW, int* err) {
+                                     int64_t N, int64_t V, int64_t D, float* dW, int* err) {
   const int64_t i = blockIdx.x;
   const int32_t v = ids[i];
   if (i > 0 && ids[i - 1] == v) return;
@@ -43,12 +43,12 @@ __global__ void embedding_bwd_kernel(const T* dout, const int32_t* ids, const in
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     float acc = 0.f;
     for (int64_t r = i; r < end; ++r) acc += to_f32(dout[int64_t(rows[r]) * D + d]);
-    dW[v * D + d] = from_f32<T>(to_f32(dW[v * D + d]) + acc);
+    dW[v * D + d] += acc;
   }
 }
 
 template <class T>
-__global__ void rmsnorm_fwd_kernel(const T* x, const T* w, float eps, T* y, T* rstd, int64_t D) {
+__global__ void rmsnorm_fwd_kernel(const T* x, const T* w, float eps, T* y, float* rstd, int64_t D) {
   __shared__ float red[32];
   const int64_t n = blockIdx.x;
   const T* xr = x + n * D;
@@ -61,12 +61,12 @@ __global__ void rmsnorm_fwd_kernel(const T* x, const T* w, float eps, T* y, T* r
   const float r = 1.f / sqrtf(ss / static_cast<float>(D) + eps);
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
     y[n * D + d] = from_f32<T>(to_f32(xr[d]) * r * to_f32(w[d]));
-  if (threadIdx.x == 0) rstd[n] = from_f32<T>(r);
+  if (threadIdx.x == 0) rstd[n] = r;
 }
 
 // dx_d += r (dy_d w_d - x_d r^2 mean_j(dy_j w_j x_j)).
 template <class T>
-__global__ void rmsnorm_dx_kernel(const T* dy, const T* x, const T* w, const T* rstd, T* dx,
+__global__ void rmsnorm_dx_kernel(const T* dy, const T* x, const T* w, const float* rstd, T* dx,
                                   int64_t D) {
   __shared__ float red[32];
   const int64_t n = blockIdx.x;
@@ -75,7 +75,7 @@ __global__ void rmsnorm_dx_kernel(const T* dy, const T* x, const T* w, const T* 
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x)
     proj += to_f32(gr[d]) * to_f32(w[d]) * to_f32(xr[d]);
   proj = block_sum(proj, red);
-  const float r = to_f32(rstd[n]);
+  const float r = rstd[n];
   const float coef = r * r * proj / static_cast<float>(D);
   for (int64_t d = threadIdx.x; d < D; d += blockDim.x) {
     const float g = r * (to_f32(gr[d]) * to_f32(w[d]) - to_f32(xr[d]) * coef);
@@ -85,7 +85,7 @@ __global__ void rmsnorm_dx_kernel(const T* dy, const T* x, const T* w, const T* 
 
 // partial[c, d] = sum over rows of chunk c (in order) of dy x r. Grid (col blocks, chunks).
 template <class T>
-__global__ void rmsnorm_dw_partial_kernel(const T* dy, const T* x, const T* rstd, int64_t N,
+__global__ void rmsnorm_dw_partial_kernel(const T* dy, const T* x, const float* rstd, int64_t N,
                                           int64_t D, int64_t rows_per_chunk, float* partial) {
   const int64_t d = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (d >= D) return;
@@ -93,16 +93,15 @@ __global__ void rmsnorm_dw_partial_kernel(const T* dy, const T* x, const T* rstd
   const int64_t end = min(N, begin + rows_per_chunk);
   float acc = 0.f;
   for (int64_t n = begin; n < end; ++n)
-    acc += to_f32(dy[n * D + d]) * to_f32(x[n * D + d]) * to_f32(rstd[n]);
+    acc += to_f32(dy[n * D + d]) * to_f32(x[n * D + d]) * rstd[n];
   partial[blockIdx.y * D + d] = acc;
 }
 
-template <class T>
-__global__ void rmsnorm_dw_final_kernel(const float* partial, int64_t chunks, int64_t D, T* dw) {
+__global__ void rmsnorm_dw_final_kernel(const float* partial, int64_t chunks, int64_t D, float* dw) {
   NMOE_GRID_STRIDE(d, D) {
     float acc = 0.f;
     for (int64_t c = 0; c < chunks; ++c) acc += partial[c * D + d];
-    dw[d] = from_f32<T>(to_f32(dw[d]) + acc);
+    dw[d] += acc;
   }
 }
 
@@ -121,7 +120,7 @@ void CudaBackend::embedding_fwd(const Tensor& W, const Tensor& tokens, const Ten
   const int64_t N = out.rows(), V = W.size(0), D = W.size(1);
   check_matrix(op, "out", out, N, D);
   check_index_tensor(op, "tokens", tokens, N);
-  dispatch_float(op, {{"W", W}, {"out", out}}, [&](auto tag) {
+  dispatch_act(op, {{"W", W}, {"out", out}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N == 0 || D == 0) return;
     embedding_fwd_kernel<T><<<unsigned(N), kRowThreads, 0, stream()>>>(
@@ -140,7 +139,7 @@ void CudaBackend::embedding_bwd(const Tensor& dout, const Tensor& tokens, const 
   check_matrix(op, "dout", dout, N, D);
   check_index_tensor(op, "tokens", tokens, N);
   check_fits_i32(op, "tokens N", N);
-  dispatch_float(op, {{"dout", dout}, {"dW", dW}}, [&](auto tag) {
+  dispatch_act(op, {{"dout", dout}}, {{"dW", dW}}, [&](auto tag) {
     using T = decltype(tag);
     if (N == 0 || D == 0) return;
     const int n = static_cast<int>(N), bits = bits_for(V - 1);
@@ -159,7 +158,7 @@ void CudaBackend::embedding_bwd(const Tensor& dout, const Tensor& tokens, const 
                                                         tokens.ptr<int32_t>(), ids, rows_in, rows,
                                                         n, 0, bits, stream()));
     embedding_bwd_kernel<T><<<unsigned(N), kRowThreads, 0, stream()>>>(
-        dout.ptr<T>(), ids, rows, N, V, D, dW.ptr<T>(), device_error_flag());
+        dout.ptr<T>(), ids, rows, N, V, D, dW.ptr<float>(), device_error_flag());
     NMOE_CUDA_LAUNCHED(op);
   });
 }
@@ -174,11 +173,11 @@ void CudaBackend::rmsnorm_fwd(const Tensor& x, const Tensor& w, double eps, cons
   check_matrix(op, "y", y, N, D);
   check_numel(op, "rstd", rstd, N);
   NMOE_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
-  dispatch_float(op, {{"x", x}, {"w", w}, {"y", y}, {"rstd", rstd}}, [&](auto tag) {
+  dispatch_act(op, {{"x", x}, {"w", w}, {"y", y}}, {{"rstd", rstd}}, [&](auto tag) {
     using T = decltype(tag);
     if (N == 0) return;
     rmsnorm_fwd_kernel<T><<<unsigned(N), kRowThreads, 0, stream()>>>(
-        x.ptr<T>(), w.ptr<T>(), static_cast<float>(eps), y.ptr<T>(), rstd.ptr<T>(), D);
+        x.ptr<T>(), w.ptr<T>(), static_cast<float>(eps), y.ptr<T>(), rstd.ptr<float>(), D);
     NMOE_CUDA_LAUNCHED(op);
   });
 }
@@ -194,12 +193,12 @@ void CudaBackend::rmsnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor& w
   check_numel(op, "rstd", rstd, N);
   check_matrix(op, "dx", dx, N, D);
   check_numel(op, "dw", dw, D);
-  dispatch_float(op, {{"dy", dy}, {"x", x}, {"w", w}, {"rstd", rstd}, {"dx", dx}, {"dw", dw}},
-                 [&](auto tag) {
+  dispatch_act(op, {{"dy", dy}, {"x", x}, {"w", w}, {"dx", dx}}, {{"rstd", rstd}, {"dw", dw}},
+               [&](auto tag) {
     using T = decltype(tag);
     if (N == 0 || D == 0) return;
     rmsnorm_dx_kernel<T><<<unsigned(N), kRowThreads, 0, stream()>>>(
-        dy.ptr<T>(), x.ptr<T>(), w.ptr<T>(), rstd.ptr<T>(), dx.ptr<T>(), D);
+        dy.ptr<T>(), x.ptr<T>(), w.ptr<T>(), rstd.ptr<float>(), dx.ptr<T>(), D);
     NMOE_CUDA_LAUNCHED(op);
     // Fixed by N alone (deterministic); at most 65535 chunks (grid y).
     const int64_t per_chunk = std::max<int64_t>(kDwRowsPerChunk, (N + 65534) / 65535);
@@ -208,10 +207,10 @@ void CudaBackend::rmsnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor& w
         scratch(Scratch::Partials, static_cast<size_t>(chunks * D) * sizeof(float)));
     const dim3 grid(unsigned((D + kThreads - 1) / kThreads), unsigned(chunks));
     rmsnorm_dw_partial_kernel<T><<<grid, kThreads, 0, stream()>>>(dy.ptr<T>(), x.ptr<T>(),
-                                                                  rstd.ptr<T>(), N, D, per_chunk, partial);
+                                                                  rstd.ptr<float>(), N, D, per_chunk, partial);
     NMOE_CUDA_LAUNCHED(op);
-    rmsnorm_dw_final_kernel<T><<<grid_for(D), kThreads, 0, stream()>>>(partial, chunks, D,
-                                                                       dw.ptr<T>());
+    rmsnorm_dw_final_kernel<<<grid_for(D), kThreads, 0, stream()>>>(partial, chunks, D,
+                                                                    dw.ptr<float>());
     NMOE_CUDA_LAUNCHED(op);
   });
 }

@@ -10,7 +10,7 @@ namespace {
 // One thread per rotated pair: index = ((n * 2 + which) * H + h) * half + d,
 // which = 0 for q, 1 for k. Pairs are (x[d], x[d + half]).
 template <class T>
-__global__ void rope_kernel(T* qkv, const T* cos, const T* sin, int64_t N, int64_t H,
+__global__ void rope_kernel(T* qkv, const float* cos, const float* sin, int64_t N, int64_t H,
                             int64_t half, int64_t T_, float sign) {
   const int64_t pairs = N * 2 * H * half;
   NMOE_GRID_STRIDE(i, pairs) {
@@ -20,7 +20,7 @@ __global__ void rope_kernel(T* qkv, const T* cos, const T* sin, int64_t N, int64
     const int64_t n = i / (half * H * 2);
     T* x = qkv + n * 3 * H * 2 * half + which * H * 2 * half + h * 2 * half;
     const int64_t pos = n % T_;
-    const float c = to_f32(cos[pos * half + d]), s = sign * to_f32(sin[pos * half + d]);
+    const float c = cos[pos * half + d], s = sign * sin[pos * half + d];
     const float x1 = to_f32(x[d]), x2 = to_f32(x[d + half]);
     x[d] = from_f32<T>(x1 * c - x2 * s);
     x[d + half] = from_f32<T>(x2 * c + x1 * s);
@@ -44,12 +44,12 @@ void CudaBackend::rope(const Tensor& qkv, const Tensor& cos, const Tensor& sin, 
   const int64_t half = L.Dh / 2;
   check_table("cos", cos, seq_len, half);
   check_table("sin", sin, seq_len, half);
-  dispatch_float(op, {{"qkv", qkv}, {"cos", cos}, {"sin", sin}}, [&](auto tag) {
+  dispatch_act(op, {{"qkv", qkv}}, {{"cos", cos}, {"sin", sin}}, [&](auto tag) {
     using T = decltype(tag);
     const int64_t pairs = L.N * 2 * L.H * half;
     if (pairs == 0) return;
     rope_kernel<T><<<grid_for(pairs), kThreads, 0, stream()>>>(
-        qkv.ptr<T>(), cos.ptr<T>(), sin.ptr<T>(), L.N, L.H, half, L.T, inverse ? -1.f : 1.f);
+        qkv.ptr<T>(), cos.ptr<float>(), sin.ptr<float>(), L.N, L.H, half, L.T, inverse ? -1.f : 1.f);
     NMOE_CUDA_LAUNCHED(op);
   });
 }

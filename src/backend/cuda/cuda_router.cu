@@ -92,7 +92,7 @@ __global__ void router_fwd_kernel(const T* logits, const T* bias, T* scores, int
 // g_k = rsf s_k / S, S = sum_k s_k: dL/ds_j = rsf (dg_j / S - sum_k dg_k s_k / S^2),
 // constant normalizer when S is clamped; ds/dlogit = route_scale s (1 - s).
 template <class T>
-__global__ void router_bwd_kernel(const T* dgates, const T* scores, const int32_t* idx,
+__global__ void router_bwd_kernel(const float* dgates, const float* scores, const int32_t* idx,
                                   T* dlogits, int64_t N, int E, int K, double route_scale,
                                   double scaling, int* err) {
   const int64_t n = int64_t(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
@@ -102,7 +102,7 @@ __global__ void router_bwd_kernel(const T* dgates, const T* scores, const int32_
   for (int e = lane; e < E; e += 32) out[e] = from_f32<T>(0.f);
   __syncwarp();
   if (lane != 0) return;
-  const T* score = scores + n * E;
+  const float* score = scores + n * E;
   const int32_t* id = idx + n * K;
   double sum = 0, weighted = 0;
   for (int k = 0; k < K; ++k) {
@@ -174,12 +174,13 @@ void CudaBackend::router_bwd(const Tensor& dgates, const Tensor& scores, const T
   check_matrix(op, "idx", idx, s.N, s.K);
   check_matrix(op, "dgates", dgates, s.N, s.K);
   check_matrix(op, "dlogits", dlogits, s.N, s.E);
-  dispatch_float(op, {{"dgates", dgates}, {"scores", scores}, {"dlogits", dlogits}},
-                 [&](auto tag) {
+  // dlogits is an activation gradient (F32 or BF16); dgates and scores are F32.
+  dispatch_act(op, {{"dlogits", dlogits}}, {{"dgates", dgates}, {"scores", scores}},
+               [&](auto tag) {
     using T = decltype(tag);
     if (s.N == 0) return;
     router_bwd_kernel<T><<<row_blocks(s.N), kRowsPerBlock * 32, 0, stream()>>>(
-        dgates.ptr<T>(), scores.ptr<T>(), idx.ptr<int32_t>(), dlogits.ptr<T>(), s.N, int(s.E),
+        dgates.ptr<float>(), scores.ptr<float>(), idx.ptr<int32_t>(), dlogits.ptr<T>(), s.N, int(s.E),
         int(s.K), p.route_scale, p.routed_scaling_factor, device_error_flag());
     NMOE_CUDA_LAUNCHED(op);
   });

@@ -43,7 +43,7 @@ void CudaBackend::swiglu_fwd(const Tensor& h13, const Tensor& a) {
   const int64_t F = gate_width(op, h13), N = h13.rows();
   check_matrix(op, "h13", h13, N, 2 * F);
   check_matrix(op, "a", a, N, F);
-  dispatch_float(op, {{"h13", h13}, {"a", a}}, [&](auto tag) {
+  dispatch_act(op, {{"h13", h13}, {"a", a}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * F == 0) return;
     swiglu_fwd_kernel<T><<<grid_for(N * F), kThreads, 0, stream()>>>(h13.ptr<T>(), a.ptr<T>(), N, F);
@@ -57,7 +57,7 @@ void CudaBackend::swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& 
   check_matrix(op, "h13", h13, N, 2 * F);
   check_matrix(op, "da", da, N, F);
   check_matrix(op, "dh13", dh13, N, 2 * F);
-  dispatch_float(op, {{"da", da}, {"h13", h13}, {"dh13", dh13}}, [&](auto tag) {
+  dispatch_act(op, {{"da", da}, {"h13", h13}, {"dh13", dh13}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * F == 0) return;
     swiglu_bwd_kernel<T><<<grid_for(N * F), kThreads, 0, stream()>>>(da.ptr<T>(), h13.ptr<T>(),

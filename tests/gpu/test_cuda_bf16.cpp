@@ -1,0 +1,430 @@
+// Mixed precision (BF16 compute, F32 statistics and parameter gradients) on the
+// CUDA backend. Each op takes exactly the dtype combination the model passes
+// in BF16 mode (see model_plan.cpp). Inputs are made as fp32 on the host and
+// rounded to bf16; the reference is the CPU backend in F32 on the rounded
+// inputs. Tolerances (relative L2): 1e-2 for BF16 outputs, 1e-3 for F32
+// outputs computed from BF16 inputs. Outputs start poisoned (NaN), and NaN
+// never passes (rel_l2 gives +inf). Then the whole model, BF16 vs the CPU in
+// F32, and its determinism.
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "config/config.h"
+#include "gpu_test_util.h"
+#include "model/model.h"
+
+namespace nmoe::gputest {
+namespace {
+
+constexpr DType F = DType::F32;
+constexpr DType BF = DType::BF16;
+constexpr double kTolBf16 = 1e-2;  // BF16 output
+constexpr double kTolMixed = 1e-3; // F32 output from BF16 inputs
+
+float round_bf16(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  if (std::isnan(v)) return v;
+  bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;
+  float r;
+  std::memcpy(&r, &bits, 4);
+  return r;
+}
+
+// Rounds an F32 host tensor's values to bf16 (in place) and returns it.
+HostTensor rounded(HostTensor h) {
+  for (int64_t i = 0; i < h.numel(); ++i) h.t().ptr<float>()[i] = round_bf16(h.t().ptr<float>()[i]);
+  return h;
+}
+
+// A test tensor: the host F32 reference values (bf16-exact when dt is BF16)
+// and the device tensor in dtype dt.
+struct Arg {
+  HostTensor h;
+  std::unique_ptr<DevTensor> d;
+  operator const Tensor&() const { return d->t(); }
+};
+
+Arg make(HostTensor h, DType dt) {
+  Arg a;
+  if (dt == BF) h = rounded(std::move(h));
+  a.h = h;
+  a.d = std::make_unique<DevTensor>(dt, h.t().shape);
+  if (dt == F) {
+    a.d->upload(h);
+  } else if (dt == BF) {
+    DevTensor tmp(h);
+    gpu().convert(*a.d, tmp);  // exact: the values are bf16 already
+  } else {
+    a.d->upload(h);
+  }
+  return a;
+}
+
+Arg rnd(DType dt, Shape s, std::mt19937_64& rng, double lo = -1, double hi = 1) {
+  return make(uniform(F, s, rng, lo, hi), dt);
+}
+// A write output: poisoned on host and device.
+Arg out(DType dt, Shape s) {
+  Arg a;
+  a.h = poisoned(F, s);
+  a.d = std::make_unique<DevTensor>(dt, s);
+  a.d->poison();
+  return a;
+}
+
+HostTensor down(const DevTensor& d) {
+  if (d.t().dtype != BF) return d.download();
+  DevTensor f(F, d.t().shape);
+  gpu().convert(f, d);
+  return f.download();
+}
+HostTensor down(const Arg& a) { return down(*a.d); }
+
+#define EXPECT_ARG(arg, tol) NMOE_EXPECT_CLOSE(down(arg), (arg).h, (tol)) << #arg << " "
+
+TEST(CudaBf16, MatmulBf16AndF32Output) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(101);
+  const int64_t M = 67, K = 130, N = 45;
+  for (bool tA : {false, true})
+    for (bool tB : {false, true})
+      for (DType cdt : {BF, F})
+        for (double beta : {0.0, 1.0}) {
+          Arg A = rnd(BF, tA ? Shape{K, M} : Shape{M, K}, rng);
+          Arg B = rnd(BF, tB ? Shape{N, K} : Shape{K, N}, rng);
+          Arg C = beta == 0 ? out(cdt, Shape{M, N}) : rnd(cdt, Shape{M, N}, rng);
+          cpu().matmul(A.h, tA, B.h, tB, C.h, 0.7, beta);
+          gpu().matmul(A, tA, B, tB, C, 0.7, beta);
+          EXPECT_ARG(C, cdt == BF ? kTolBf16 : kTolMixed)
+              << "tA " << tA << " tB " << tB << " C " << dtype_name(cdt) << " beta " << beta;
+        }
+  // Mixed A/B dtypes are refused.
+  Arg A = rnd(BF, Shape{4, 8}, rng), B = rnd(F, Shape{8, 3}, rng), C = out(F, Shape{4, 3});
+  EXPECT_THROW(gpu().matmul(A, false, B, false, C, 1.0, 0.0), Error);
+  Arg Af = rnd(F, Shape{4, 8}, rng), Cb = out(BF, Shape{4, 3});
+  EXPECT_THROW(gpu().matmul(Af, false, B, false, Cb, 1.0, 0.0), Error);
+}
+
+TEST(CudaBf16, GroupedMatmul) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(102);
+  const int64_t E = 5, R = 48, S = 40;
+  const std::vector<int32_t> off = {0, 13, 13, 40, 41, 77};
+  const int64_t M = off.back();
+  HostTensor offsets = indices(Shape{E + 1}, off);
+  DevTensor doff(offsets);
+  Arg W = rnd(BF, Shape{E, R, S}, rng);
+  for (bool tW : {true, false}) {
+    Arg X = rnd(BF, Shape{M, tW ? S : R}, rng);
+    Arg Y = out(BF, Shape{M, tW ? R : S});
+    cpu().grouped_matmul(X.h, W.h, tW, offsets, Y.h);
+    gpu().grouped_matmul(X, W, tW, doff, Y);
+    EXPECT_ARG(Y, kTolBf16) << "transW " << tW;
+  }
+  Arg dY = rnd(BF, Shape{M, R}, rng), X = rnd(BF, Shape{M, S}, rng);
+  Arg dW = rnd(F, Shape{E, R, S}, rng);  // accumulates
+  cpu().grouped_matmul_wgrad(dY.h, X.h, offsets, dW.h);
+  gpu().grouped_matmul_wgrad(dY, X, doff, dW);
+  EXPECT_ARG(dW, kTolMixed);
+}
+
+TEST(CudaBf16, AddEmbeddingRmsnorm) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(103);
+  const int64_t N = 150, D = 200, V = 37;
+  {
+    Arg a = rnd(BF, Shape{N, D}, rng), b = rnd(BF, Shape{N, D}, rng), o = out(BF, Shape{N, D});
+    cpu().add(o.h, a.h, b.h, -0.3);
+    gpu().add(o, a, b, -0.3);
+    EXPECT_ARG(o, kTolBf16);
+  }
+  HostTensor tok = random_ids(Shape{N}, 0, V - 1, rng);
+  DevTensor dtok(tok);
+  Arg W = rnd(BF, Shape{V, D}, rng), e = out(BF, Shape{N, D});
+  cpu().embedding_fwd(W.h, tok, e.h);
+  gpu().embedding_fwd(W, dtok, e);
+  NMOE_EXPECT_SAME(down(e), e.h) << "embedding_fwd is a copy";
+  Arg dout = rnd(BF, Shape{N, D}, rng), dW = rnd(F, Shape{V, D}, rng);
+  cpu().embedding_bwd(dout.h, tok, dW.h);
+  gpu().embedding_bwd(dout, dtok, dW);
+  EXPECT_ARG(dW, kTolMixed);
+
+  Arg x = rnd(BF, Shape{N, D}, rng, -2, 2), w = rnd(BF, Shape{D}, rng, 0.5, 1.5);
+  Arg y = out(BF, Shape{N, D}), rstd = out(F, Shape{N});
+  cpu().rmsnorm_fwd(x.h, w.h, 1e-6, y.h, rstd.h);
+  gpu().rmsnorm_fwd(x, w, 1e-6, y, rstd);
+  EXPECT_ARG(y, kTolBf16);
+  EXPECT_ARG(rstd, kTolMixed);
+  Arg dy = rnd(BF, Shape{N, D}, rng);
+  Arg rs = make(rstd.h, F);
+  Arg dx = rnd(BF, Shape{N, D}, rng), dw = rnd(F, Shape{D}, rng);  // both accumulate
+  cpu().rmsnorm_bwd(dy.h, x.h, w.h, rs.h, dx.h, dw.h);
+  gpu().rmsnorm_bwd(dy, x, w, rs, dx, dw);
+  EXPECT_ARG(dx, kTolBf16);
+  EXPECT_ARG(dw, kTolMixed);
+}
+
+TEST(CudaBf16, RopeSwiglu) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(104);
+  const int64_t B = 2, T = 17, H = 3, Dh = 16, N = B * T;
+  HostTensor c(F, Shape{T, Dh / 2}), s(F, Shape{T, Dh / 2});
+  for (int64_t p = 0; p < T; ++p)
+    for (int64_t i = 0; i < Dh / 2; ++i) {
+      const double ang = p * std::pow(10000.0, -2.0 * i / Dh);
+      c.set(p * Dh / 2 + i, std::cos(ang));
+      s.set(p * Dh / 2 + i, std::sin(ang));
+    }
+  DevTensor dc(c), ds(s);
+  for (bool inv : {false, true}) {
+    Arg qkv = rnd(BF, Shape{N, 3, H, Dh}, rng);
+    cpu().rope(qkv.h, c, s, static_cast<int>(T), inv);
+    gpu().rope(qkv, dc, ds, static_cast<int>(T), inv);
+    EXPECT_ARG(qkv, kTolBf16) << "inverse " << inv;
+  }
+  const int64_t Fw = 75;
+  Arg h13 = rnd(BF, Shape{N, 2 * Fw}, rng, -3, 3), a = out(BF, Shape{N, Fw});
+  cpu().swiglu_fwd(h13.h, a.h);
+  gpu().swiglu_fwd(h13, a);
+  EXPECT_ARG(a, kTolBf16);
+  Arg da = rnd(BF, Shape{N, Fw}, rng), dh13 = out(BF, Shape{N, 2 * Fw});
+  cpu().swiglu_bwd(da.h, h13.h, dh13.h);
+  gpu().swiglu_bwd(da, h13, dh13);
+  EXPECT_ARG(dh13, kTolBf16);
+}
+
+TEST(CudaBf16, Attention) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(105);
+  struct Case { int64_t B; int T; int64_t H, Dh; };
+  for (Case c : {Case{2, 33, 2, 8}, Case{1, 100, 2, 64}, Case{1, 70, 1, 128}}) {
+    const int64_t N = c.B * c.T;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.Dh));
+    Arg qkv = rnd(BF, Shape{N, 3, c.H, c.Dh}, rng, -2, 2);
+    Arg o = out(BF, Shape{N, c.H * c.Dh}), lse = out(F, Shape{c.B, c.H, c.T});
+    cpu().attention_fwd(qkv.h, c.T, scale, o.h, lse.h);
+    gpu().attention_fwd(qkv, c.T, scale, o, lse);
+    EXPECT_ARG(o, kTolBf16) << "T " << c.T << " Dh " << c.Dh;
+    EXPECT_ARG(lse, kTolMixed) << "T " << c.T << " Dh " << c.Dh;
+    // Backward from the reference forward's out (rounded) and lse, as both sides see them.
+    Arg o_in = make(o.h, BF), lse_in = make(lse.h, F);
+    Arg dout = rnd(BF, Shape{N, c.H * c.Dh}, rng), dqkv = out(BF, Shape{N, 3, c.H, c.Dh});
+    cpu().attention_bwd(dout.h, qkv.h, o_in.h, lse_in.h, c.T, scale, dqkv.h);
+    gpu().attention_bwd(dout, qkv, o_in, lse_in, c.T, scale, dqkv);
+    EXPECT_ARG(dqkv, kTolBf16) << "T " << c.T << " Dh " << c.Dh;
+  }
+}
+
+TEST(CudaBf16, RouterBwdAndMoePermutation) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(106);
+  const int64_t N = 90, E = 8, K = 2, D = 72;
+  RouterParams p;
+  p.top_k = static_cast<int>(K);
+  p.route_scale = 1.7;
+  p.routed_scaling_factor = 2.5;
+  // Router forward stays F32 (logits F32 from a BF16 GEMM); its backward writes BF16 dlogits.
+  HostTensor logits = uniform(F, Shape{N, E}, rng, -3, 3), bias = filled(F, Shape{E}, 0.0);
+  HostTensor scores = poisoned(F, Shape{N, E}), idx = poisoned(DType::I32, Shape{N, K});
+  HostTensor gates = poisoned(F, Shape{N, K}), counts = filled(DType::I32, Shape{E}, 0);
+  cpu().router_fwd(logits, bias, p, scores, idx, gates, counts);
+  DevTensor dscores(scores), didx(idx), dgates_in(gates);
+  Arg dg = rnd(F, Shape{N, K}, rng), dlogits = out(BF, Shape{N, E});
+  cpu().router_bwd(dg.h, scores, idx, p, dlogits.h);
+  gpu().router_bwd(dg, dscores, didx, p, dlogits);
+  EXPECT_ARG(dlogits, kTolBf16);
+
+  HostTensor offsets = poisoned(DType::I32, Shape{E + 1}), pos = poisoned(DType::I32, Shape{N * K});
+  cpu().moe_plan(idx, static_cast<int>(E), offsets, pos);
+  DevTensor dpos(pos);
+  Arg x = rnd(BF, Shape{N, D}, rng), xe = out(BF, Shape{N * K, D});
+  cpu().moe_dispatch(x.h, pos, static_cast<int>(K), xe.h);
+  gpu().moe_dispatch(x, dpos, static_cast<int>(K), xe);
+  NMOE_EXPECT_SAME(down(xe), xe.h) << "moe_dispatch is a copy";
+  Arg dxe = rnd(BF, Shape{N * K, D}, rng), dx = rnd(BF, Shape{N, D}, rng);  // dx accumulates
+  cpu().moe_dispatch_bwd(dxe.h, pos, static_cast<int>(K), dx.h);
+  gpu().moe_dispatch_bwd(dxe, dpos, static_cast<int>(K), dx);
+  EXPECT_ARG(dx, kTolBf16);
+  Arg ye = rnd(BF, Shape{N * K, D}, rng), g = make(gates, F), o = rnd(BF, Shape{N, D}, rng);
+  cpu().moe_combine(ye.h, pos, g.h, o.h);
+  gpu().moe_combine(ye, dpos, g, o);
+  EXPECT_ARG(o, kTolBf16);
+  Arg dout = rnd(BF, Shape{N, D}, rng), dye = out(BF, Shape{N * K, D}), dgt = out(F, Shape{N, K});
+  cpu().moe_combine_bwd(dout.h, ye.h, pos, g.h, dye.h, dgt.h);
+  gpu().moe_combine_bwd(dout, ye, dpos, g, dye, dgt);
+  EXPECT_ARG(dye, kTolBf16);
+  EXPECT_ARG(dgt, kTolMixed);
+}
+
+TEST(CudaBf16, CrossEntropy) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(107);
+  const int64_t N = 77, D = 64, V = 300;
+  Arg h = rnd(BF, Shape{N, D}, rng, -2, 2), W = rnd(BF, Shape{V, D}, rng, -0.5, 0.5);
+  HostTensor tgt = random_ids(Shape{N}, 0, V - 1, rng);
+  for (int64_t i = 0; i < N; i += 9) tgt.t().ptr<int32_t>()[i] = 5;  // ignored below
+  DevTensor dtgt(tgt);
+  for (bool grad : {false, true}) {
+    HostTensor loss = scalar(0.25);
+    DevTensor dloss(loss);
+    Arg dh = grad ? out(BF, Shape{N, D}) : Arg{};
+    Arg dW = grad ? rnd(F, Shape{V, D}, rng, -1e-3, 1e-3) : Arg{};  // accumulates
+    const HostTensor dW0 = grad ? dW.h : HostTensor();
+    const double gs = 1.0 / N;
+    cpu().cross_entropy(h.h, W.h, tgt, 5, gs, 20, loss, grad ? dh.h.t() : Tensor(),
+                        grad ? dW.h.t() : Tensor());
+    gpu().cross_entropy(h, W, dtgt, 5, gs, 20, dloss, grad ? dh.d->t() : Tensor(),
+                        grad ? dW.d->t() : Tensor());
+    NMOE_EXPECT_CLOSE(dloss.download(), loss, kTolMixed) << "grad " << grad;
+    if (!grad) continue;
+    EXPECT_ARG(dh, kTolBf16);
+    // dW is F32, but the logit gradient it is formed from is BF16 (for the
+    // tensor-core GEMMs), so it is held to the BF16 tolerance.
+    // Compared on the increments, so the initial values cannot hide the error.
+    HostTensor got_inc = down(dW), want_inc = dW.h;
+    for (int64_t i = 0; i < got_inc.numel(); ++i) {
+      got_inc.set(i, got_inc.get(i) - dW0.get(i));
+      want_inc.set(i, want_inc.get(i) - dW0.get(i));
+    }
+    const double rel = rel_l2(got_inc, want_inc);
+    std::printf("[bf16] cross_entropy dW (F32 from a BF16 logit gradient): rel L2 %.3g\n", rel);
+    EXPECT_LE(rel, kTolBf16);
+  }
+}
+
+// ---- whole model ----------------------------------------------------------------------------
+const char* kMoeToml = R"(
+vocab_size = 264
+eos_token_id = 256
+tokenizer = "bytes"
+dim = 64
+n_layers = 3
+n_heads = 2
+inter_dim = 96
+moe_inter_dim = 32
+n_dense_layers = 1
+n_routed_experts = 8
+n_activated_experts = 2
+n_shared_experts = 1
+route_scale = 1.7
+routed_scaling_factor = 2.5
+aux_loss_alpha = 0.05
+attn = "sdpa"
+seq_len = 40
+batch_size = 2
+)";
+
+struct ModelRun {
+  double loss = 0, aux = 0;
+  std::vector<float> grads;
+  std::vector<std::vector<int32_t>> experts;
+};
+
+ModelRun run_model(Backend& be, const Config& cfg, bool bf16, const std::vector<int32_t>& tok,
+                   const std::vector<int32_t>& tgt, std::vector<Param>* params_out) {
+  ModelOptions o;
+  o.dtype = DType::F32;
+  if (bf16) o.compute_dtype = DType::BF16;
+  o.micro_batch = cfg.batch_size;
+  o.seq_len = cfg.seq_len;
+  o.ce_chunk_rows = 24;
+  Model m(cfg, be, o);
+  m.init_weights(1234);
+  for (auto& [name, t] : m.buffers()) {
+    std::mt19937_64 g(99);
+    std::normal_distribution<float> d(0, 0.05f);
+    std::vector<float> b(t.numel());
+    for (auto& x : b) x = d(g);
+    be.copy_from_host(t, b.data());
+  }
+  const int64_t n_moe = m.shape().n_moe_layers();
+  const double aux_w = cfg.aux_loss_alpha / static_cast<double>(n_moe);
+  const int64_t count = m.count_targets(tgt.data(), static_cast<int64_t>(tgt.size()));
+  m.zero_grads();
+  m.reset_step_stats();
+  m.forward_backward(tok.data(), tgt.data(), 1.0 / static_cast<double>(count), aux_w);
+  ModelRun r;
+  r.loss = m.read_loss_sum() / static_cast<double>(count);
+  r.aux = m.read_aux_sum();
+  r.grads.resize(m.params().numel());
+  be.copy_to_host(r.grads.data(), m.params().flat_grads());
+  for (int64_t l = 0; l < n_moe; ++l) r.experts.push_back(m.read_expert_indices(l));
+  if (params_out)
+    for (const Param& p : m.params().all()) params_out->push_back(p);
+  return r;
+}
+
+void make_batch(const Config& cfg, std::vector<int32_t>& tok, std::vector<int32_t>& tgt) {
+  const int64_t N = cfg.batch_size * cfg.seq_len;
+  std::mt19937_64 g(7);
+  std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(cfg.vocab_size) - 1);
+  tok.resize(N);
+  tgt.resize(N);
+  for (auto& t : tok) t = d(g);
+  for (auto& t : tgt) t = d(g);
+  for (int64_t i = 3; i < N; i += 11) tgt[i] = static_cast<int32_t>(cfg.eos_token_id);
+}
+
+TEST(CudaBf16Model, ForwardBackwardNearCpuF32) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  Config cfg = load_config_string(kMoeToml, "gpu_model_bf16", {{"loss_mask_eos", "true"}});
+  std::vector<int32_t> tok, tgt;
+  make_batch(cfg, tok, tgt);
+  std::vector<Param> params;
+  const ModelRun want = run_model(cpu(), cfg, false, tok, tgt, &params);
+  const ModelRun got = run_model(gpu(), cfg, true, tok, tgt, nullptr);
+  const double loss_rel = std::abs(got.loss - want.loss) / std::abs(want.loss);
+  std::printf("[bf16 model] loss gpu %.6f cpu %.6f rel %.3g; aux gpu %.6g cpu %.6g\n", got.loss,
+              want.loss, loss_rel, got.aux, want.aux);
+  EXPECT_LE(loss_rel, 1e-2);
+  EXPECT_NEAR(got.aux, want.aux, 5e-2 * std::abs(want.aux) + 1e-12);
+  int64_t same = 0, total = 0;
+  for (size_t l = 0; l < want.experts.size(); ++l)
+    for (size_t i = 0; i < want.experts[l].size(); ++i) {
+      same += got.experts[l][i] == want.experts[l][i];
+      ++total;
+    }
+  std::printf("[bf16 model] expert choice matches in %lld of %lld slots (%.4f)\n",
+              static_cast<long long>(same), static_cast<long long>(total),
+              total ? double(same) / double(total) : 1.0);
+  ASSERT_EQ(got.grads.size(), want.grads.size());
+  double worst = 0;
+  for (const Param& p : params) {
+    const int64_t n = p.spec.shape.numel();
+    double diff = 0, norm = 0;
+    bool finite = true;
+    for (int64_t i = p.offset; i < p.offset + n; ++i) {
+      const double a = got.grads[i], b = want.grads[i];
+      finite = finite && std::isfinite(a);
+      diff += (a - b) * (a - b);
+      norm += b * b;
+    }
+    const double rel = std::sqrt(diff / std::max(norm, 1e-300));
+    worst = std::max(worst, rel);
+    std::printf("[bf16 model] grad %-32s rel %.3g\n", p.spec.name.c_str(), rel);
+    EXPECT_TRUE(finite) << p.spec.name;
+    EXPECT_GT(norm, 0.0) << p.spec.name;
+    EXPECT_LE(rel, 5e-2) << p.spec.name << " gradient relative error " << rel;
+  }
+  std::printf("[bf16 model] worst per-tensor gradient rel error %.3g\n", worst);
+}
+
+TEST(CudaBf16Model, Deterministic) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  Config cfg = load_config_string(kMoeToml, "gpu_model_bf16_det", {});
+  std::vector<int32_t> tok, tgt;
+  make_batch(cfg, tok, tgt);
+  const ModelRun a = run_model(gpu(), cfg, true, tok, tgt, nullptr);
+  const ModelRun b = run_model(gpu(), cfg, true, tok, tgt, nullptr);
+  EXPECT_EQ(std::memcmp(&a.loss, &b.loss, sizeof(double)), 0) << a.loss << " vs " << b.loss;
+  EXPECT_EQ(std::memcmp(&a.aux, &b.aux, sizeof(double)), 0);
+  EXPECT_EQ(a.experts, b.experts);
+  ASSERT_EQ(a.grads.size(), b.grads.size());
+  EXPECT_EQ(std::memcmp(a.grads.data(), b.grads.data(), a.grads.size() * sizeof(float)), 0)
+      << "gradients differ between two identical BF16 runs";
+}
+
+}  // namespace
+}  // namespace nmoe::gputest
