@@ -157,6 +157,11 @@ ModelOptions model_options(const Config& cfg, const Backend& backend) {
   // On a GPU the chunk's [rows, vocab] logits (fp32) are the largest workspace:
   // 8192 x 50304 x 4 B = 1.6 GiB, small next to the activations of a real batch.
   mo.ce_chunk_rows = gpu ? 8192 : 256;
+  // dtype = "bf16": BF16 activations and weight copy on the GPU (fp32 master
+  // weights, moments and statistics). The CPU backend computes in fp32.
+  NMOE_CHECK(cfg.dtype == "bf16", "dtype = \"", cfg.dtype, "\" is not supported on Hopper (fp8/nvfp4 are ",
+             "Blackwell paths); set dtype = \"bf16\"");
+  if (gpu) mo.compute_dtype = DType::BF16;
   mo.recompute_attention = cfg.recompute_attention;
   return mo;
 }
