@@ -39,7 +39,8 @@ if [ "${BENCH:-0}" = 1 ]; then
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"| nmoe | $cfg | {d['tokens_per_s']:.0f} | {d['ms_per_step']:.1f} | {d['mfu']:.3f} |\")" \
       "$OUT/bench_$cfg.json" 2>/dev/null || echo "| nmoe | $cfg | failed: $(tail -c 200 "$OUT/bench_$cfg.err" | tr '\n' ' ') | | |"
     if [ -n "${BASELINE:-}" ]; then
-      for mode in ${BASELINE_MODES:-"" --compile}; do
+      for mode in ${BASELINE_MODES:-eager --compile}; do
+        [ "$mode" = eager ] && mode=""
         timeout 200 python3 "$BASELINE" --config "$cfg" --micro-batch 16 --steps 10 --warmup 3 $mode \
           > "$OUT/torch_${cfg}${mode}.json" 2>/dev/null || true
         python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(f\"| {d['impl']} | $cfg | {d['tokens_per_s']} | {d['ms_per_step']} | {d['mfu']} |\")" \
