@@ -4,7 +4,10 @@
 //   dk_j = scale sum_{i>=j} dS_ij q_i,  dv_j = sum_{i>=j} p_ij dout_i
 //                                            (one block per key tile, queries in order)
 // Each dqkv element is written once; no atomics.
+#include <type_traits>
+
 #include "backend/cuda/cuda_attention_common.cuh"
+#include "backend/cuda/cuda_flash_attention.h"
 
 namespace nmoe {
 
@@ -220,6 +223,16 @@ void CudaBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Ten
     NMOE_CHECK(L.B * L.H <= 65535, op, ": B*H = ", L.B * L.H, " exceeds the grid limit 65535");
     float* delta = static_cast<float*>(
         scratch(Scratch::Partials, static_cast<size_t>(L.N * L.H) * sizeof(float)));
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      // Tensor-core flash kernels: 16-byte vector loads need aligned rows.
+      const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+      if (flash_attention_bwd_enabled(L.Dh) && aligned(qkv.data) && aligned(dout.data) &&
+          aligned(dqkv.data)) {
+        flash_attention_bwd_bf16(stream(), L, dout.ptr<T>(), qkv.ptr<T>(), out.ptr<T>(),
+                                 lse.ptr<float>(), delta, dqkv.ptr<T>(), static_cast<float>(scale));
+        return;
+      }
+    }
     const int64_t warps = L.N * L.H;
     attn_delta_kernel<T><<<grid_for(warps * 32), kThreads, 0, stream()>>>(
         dout.ptr<T>(), out.ptr<T>(), delta, L.N, int(L.H), int(L.T), int(L.Dh));

@@ -1,7 +1,10 @@
 // Causal softmax attention forward: one block per (query tile, sequence, head),
 // online softmax over key tiles; only one [kTile, kTile] score tile exists at a
 // time (in registers). Deterministic: fixed loop order, shuffle-tree reductions.
+#include <type_traits>
+
 #include "backend/cuda/cuda_attention_common.cuh"
+#include "backend/cuda/cuda_flash_attention.h"
 
 namespace nmoe {
 
@@ -107,6 +110,14 @@ void CudaBackend::attention_fwd(const Tensor& qkv, int seq_len, double scale, co
     NMOE_CHECK(L.B * L.H <= 65535, op, ": B*H = ", L.B * L.H, " exceeds the grid limit 65535");
     const float s = static_cast<float>(scale);
     const T* in = qkv.ptr<T>();
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      // Tensor-core flash kernels: 16-byte vector loads need aligned rows.
+      if (flash_attention_enabled(L.Dh) && reinterpret_cast<uintptr_t>(in) % 16 == 0 &&
+          reinterpret_cast<uintptr_t>(out.ptr<T>()) % 4 == 0) {
+        flash_attention_fwd_bf16(stream(), L, in, out.ptr<T>(), lse.ptr<float>(), s);
+        return;
+      }
+    }
     if (dmax == 32) launch_fwd<T, 32>(op, stream(), L, in, out.ptr<T>(), lse.ptr<float>(), s);
     else if (dmax == 64) launch_fwd<T, 64>(op, stream(), L, in, out.ptr<T>(), lse.ptr<float>(), s);
     else launch_fwd<T, 128>(op, stream(), L, in, out.ptr<T>(), lse.ptr<float>(), s);
