@@ -5,4 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
 cd build
-ctest --output-on-failure -j"$(nproc)" "$@"
+if ! ctest --output-on-failure -j"$(nproc)" "$@"; then
+  # Repeat the failures last so their messages end the log.
+  echo "=== failed tests, run again ==="
+  ctest --rerun-failed --output-on-failure || true
+  exit 1
+fi
