@@ -9,6 +9,7 @@
 #include "checkpoint/safetensors.h"
 #include "core/fs.h"
 #include "core/sha256.h"
+#include "dist/comm.h"
 
 namespace nmoe {
 
@@ -35,24 +36,59 @@ struct HostTensors {
     B.copy_to_host(bufs.back().data(), t);
     return bufs.back().data();
   }
+  // A parameter's tensor as stored: expert tensors hold every rank's experts
+  // in global id order (rank r holds [r*El, (r+1)*El)), so a checkpoint does
+  // not depend on the rank count. Every rank must call it for every tensor.
+  const void* gather(Backend& B, const Param& p, const Tensor& t, Comm* comm, std::vector<int64_t>* shape) {
+    *shape = dims(t.shape);
+    if (!p.spec.per_expert || !comm || comm->world() == 1) return copy(B, t);
+    std::string mine(t.nbytes(), '\0');
+    B.copy_to_host(mine.data(), t);
+    std::vector<std::string> all = comm->all_gather_bytes(mine);
+    bufs.emplace_back();
+    for (const std::string& part : all) bufs.back().insert(bufs.back().end(), part.begin(), part.end());
+    (*shape)[0] *= comm->world();
+    return bufs.back().data();
+  }
 };
 
-// Reads a stored tensor into a device tensor, converting between F32 and F64 if needed.
-void read_tensor(const safetensors::Reader& r, const std::string& name, Backend& B, const Tensor& dst) {
+// Reads a stored tensor into a device tensor, converting between F32 and F64
+// if needed. With first_row >= 0, dst holds rows [first_row, first_row +
+// dst.size(0)) of the stored tensor (this rank's experts).
+void read_tensor(const safetensors::Reader& r, const std::string& name, Backend& B, const Tensor& dst,
+                 int64_t first_row = -1) {
   NMOE_CHECK(r.has(name), "checkpoint is missing tensor '", name, "'");
   const auto& info = r.info(name);
-  NMOE_CHECK(info.shape == dims(dst.shape), "tensor '", name, "' has shape ", dims_str(info.shape),
-             " in the checkpoint but the model expects ", dst.shape.str());
+  std::vector<int64_t> want = dims(dst.shape);
+  if (first_row >= 0) {
+    NMOE_CHECK(!info.shape.empty() && info.shape[0] >= first_row + want[0] &&
+                   std::equal(info.shape.begin() + 1, info.shape.end(), want.begin() + 1, want.end()),
+               "tensor '", name, "' has shape ", dims_str(info.shape), " in the checkpoint; this rank needs rows [",
+               first_row, ", ", first_row + want[0], ") of ", dims_str(want), " rows");
+  } else {
+    NMOE_CHECK(info.shape == want, "tensor '", name, "' has shape ", dims_str(info.shape),
+               " in the checkpoint but the model expects ", dst.shape.str());
+  }
+  const int64_t n = dst.numel();
+  const int64_t skip = first_row < 0 ? 0 : first_row * (n / std::max<int64_t>(want[0], 1));
   if (info.dtype == dst.dtype) {
-    std::vector<char> buf(dst.nbytes());
-    r.read_into(name, dst.dtype, dims(dst.shape), buf.data());
+    std::vector<char> buf(static_cast<size_t>(skip + n) * dtype_size(dst.dtype));
+    if (first_row < 0) {
+      r.read_into(name, dst.dtype, want, buf.data());
+    } else {
+      std::vector<char> all(r.info(name).nbytes);
+      r.read_into(name, dst.dtype, info.shape, all.data());
+      std::copy(all.begin() + skip * dtype_size(dst.dtype), all.begin() + (skip + n) * dtype_size(dst.dtype),
+                buf.begin());
+    }
     B.copy_from_host(dst, buf.data());
     return;
   }
-  const int64_t n = dst.numel();
-  std::vector<double> d(n);
+  int64_t total = 1;
+  for (int64_t x : info.shape) total *= x;
+  std::vector<double> d(total);
   if (info.dtype == DType::F32) {
-    std::vector<float> f(n);
+    std::vector<float> f(total);
     r.read_into(name, DType::F32, info.shape, f.data());
     std::copy(f.begin(), f.end(), d.begin());
   } else {
@@ -60,6 +96,8 @@ void read_tensor(const safetensors::Reader& r, const std::string& name, Backend&
                "; expected F32 or F64");
     r.read_into(name, DType::F64, info.shape, d.data());
   }
+  d.erase(d.begin(), d.begin() + skip);
+  d.resize(n);
   if (dst.dtype == DType::F64) {
     B.copy_from_host(dst, d.data());
   } else {
@@ -101,43 +139,61 @@ std::string checkpoint_name(int64_t step) {
   return buf;
 }
 
-void save_weights(const std::string& path, Model& model, bool fsync) {
+void save_weights(const std::string& path, Model& model, bool fsync, Comm* comm) {
   Backend& B = model.backend();
   HostTensors host;
   safetensors::Writer w;
-  for (const Param& p : model.params().all()) w.add(p.spec.name, p.w.dtype, dims(p.w.shape), host.copy(B, p.w));
+  std::vector<int64_t> shape;
+  for (const Param& p : model.params().all()) {
+    const void* data = host.gather(B, p, p.w, comm, &shape);
+    w.add(p.spec.name, p.w.dtype, shape, data);
+  }
   for (const auto& [name, t] : model.buffers()) w.add(name, t.dtype, dims(t.shape), host.copy(B, t));
   w.set_metadata("format", "nmoe");
-  w.write(path, fsync);
+  if (!comm || comm->rank() == 0) w.write(path, fsync);
 }
+
+namespace {
+int64_t first_row_of(const Param& p) { return p.spec.per_expert ? p.spec.first_expert : -1; }
+}  // namespace
 
 void load_weights(const std::string& path, Model& model) {
   auto r = safetensors::Reader::open(path);
   Backend& B = model.backend();
-  for (const Param& p : model.params().all()) read_tensor(r, p.spec.name, B, p.w);
+  for (const Param& p : model.params().all()) read_tensor(r, p.spec.name, B, p.w, first_row_of(p));
   for (const auto& [name, t] : model.buffers()) read_tensor(r, name, B, t);
   model.sync_compute_weights();
 }
 
 std::string save_checkpoint(const std::string& checkpoint_dir, const CheckpointState& st, Model& model,
-                            bool fsync, int64_t keep_last_n) {
-  fs::make_dirs(checkpoint_dir);
-  remove_stale_temporaries(checkpoint_dir);
+                            bool fsync, int64_t keep_last_n, Comm* comm) {
   const std::string name = checkpoint_name(st.step);
   const std::string final_dir = checkpoint_dir + "/" + name;
-  const std::string tmp = fs::temp_sibling(final_dir);
-  fs::make_dirs(tmp);
-
-  save_weights(tmp + "/model.safetensors", model, fsync);
+  const bool writer = !comm || comm->rank() == 0;
+  std::string tmp;
+  if (writer) {
+    fs::make_dirs(checkpoint_dir);
+    remove_stale_temporaries(checkpoint_dir);
+    tmp = fs::temp_sibling(final_dir);
+    fs::make_dirs(tmp);
+  }
+  save_weights(tmp + "/model.safetensors", model, fsync, comm);
   {
     Backend& B = model.backend();
     HostTensors host;
     safetensors::Writer w;
+    std::vector<int64_t> shape;
     for (const Param& p : model.params().all()) {
-      w.add("exp_avg/" + p.spec.name, p.m.dtype, dims(p.m.shape), host.copy(B, p.m));
-      w.add("exp_avg_sq/" + p.spec.name, p.v.dtype, dims(p.v.shape), host.copy(B, p.v));
+      const void* m = host.gather(B, p, p.m, comm, &shape);
+      w.add("exp_avg/" + p.spec.name, p.m.dtype, shape, m);
+      const void* v = host.gather(B, p, p.v, comm, &shape);
+      w.add("exp_avg_sq/" + p.spec.name, p.v.dtype, shape, v);
     }
-    w.write(tmp + "/optimizer.safetensors", fsync);
+    if (writer) w.write(tmp + "/optimizer.safetensors", fsync);
+  }
+  if (!writer) {
+    comm->barrier();  // returns once rank 0 has published the checkpoint
+    return final_dir;
   }
   json j;
   j["format_version"] = kFormatVersion;
@@ -163,6 +219,7 @@ std::string save_checkpoint(const std::string& checkpoint_dir, const CheckpointS
 
   auto all = complete_checkpoints(checkpoint_dir);
   for (size_t i = 0; i + static_cast<size_t>(keep_last_n) < all.size(); ++i) sfs::remove_all(all[i].second);
+  if (comm) comm->barrier();
   return final_dir;
 }
 
@@ -222,13 +279,13 @@ CheckpointState load_checkpoint(const std::string& ckpt_dir, Model& model, const
     fail("cannot resume from '", ckpt_dir, "': the config changed since it was written (keys: ", keys,
          "). Restore those values, or start a new run with resume = false or another checkpoint_dir");
   }
-  NMOE_CHECK(st.world_size == cfg.world_size, "checkpoint '", ckpt_dir, "' was written by ", st.world_size,
-             " ranks; this run has ", cfg.world_size);
+  // Expert tensors are stored whole, so any rank count that divides the
+  // experts can resume (each rank reads its experts' rows).
   load_weights(ckpt_dir + "/model.safetensors", model);
   auto r = safetensors::Reader::open(ckpt_dir + "/optimizer.safetensors");
   for (const Param& p : model.params().all()) {
-    read_tensor(r, "exp_avg/" + p.spec.name, model.backend(), p.m);
-    read_tensor(r, "exp_avg_sq/" + p.spec.name, model.backend(), p.v);
+    read_tensor(r, "exp_avg/" + p.spec.name, model.backend(), p.m, first_row_of(p));
+    read_tensor(r, "exp_avg_sq/" + p.spec.name, model.backend(), p.v, first_row_of(p));
   }
   return st;
 }

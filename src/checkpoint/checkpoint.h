@@ -21,6 +21,8 @@
 
 namespace nmoe {
 
+class Comm;
+
 struct CheckpointState {
   int64_t step = 0;          // optimizer steps completed
   double tokens_seen = 0;    // global tokens consumed
@@ -37,9 +39,10 @@ struct CheckpointState {
 std::string checkpoint_name(int64_t step);  // "step_00000100"
 
 // Writes a checkpoint of the model and optimizer state; keeps the newest keep_last_n.
-// Returns the checkpoint directory.
+// Returns the checkpoint directory. With several ranks (comm), every rank
+// calls it: expert tensors are gathered and rank 0 writes the files.
 std::string save_checkpoint(const std::string& checkpoint_dir, const CheckpointState& state, Model& model,
-                            bool fsync, int64_t keep_last_n);
+                            bool fsync, int64_t keep_last_n, Comm* comm = nullptr);
 
 // Newest complete checkpoint directory under checkpoint_dir, if any.
 std::optional<std::string> find_latest_checkpoint(const std::string& checkpoint_dir);
@@ -49,12 +52,13 @@ CheckpointState read_checkpoint_state(const std::string& ckpt_dir);
 
 // Loads weights, router biases and moments into the model after checking that
 // the checkpoint's config fingerprint matches cfg (the error names every key
-// that differs).
+// that differs). The rank count may differ from the writer's.
 CheckpointState load_checkpoint(const std::string& ckpt_dir, Model& model, const Config& cfg);
 
 // Weights only (model.safetensors), e.g. for evaluation; tensor names and shapes must match.
 void load_weights(const std::string& safetensors_path, Model& model);
-// Writes the model's weights and buffers to one safetensors file.
-void save_weights(const std::string& safetensors_path, Model& model, bool fsync);
+// Writes the model's weights and buffers to one safetensors file (with
+// several ranks every rank calls it and rank 0 writes).
+void save_weights(const std::string& safetensors_path, Model& model, bool fsync, Comm* comm = nullptr);
 
 }  // namespace nmoe

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "dist/launch.h"
 
 namespace nmoe::cli {
 
@@ -18,6 +19,7 @@ int cmd_train(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
 int cmd_data(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
+int cmd_dist_selftest(const std::vector<std::string>& args);  // hidden: exercises the rendezvous in launched ranks
 
 // Parses "CONFIG.toml [--set k=v]..." into a path and overrides.
 struct ConfigArgs {
@@ -25,5 +27,9 @@ struct ConfigArgs {
   std::vector<ConfigOverride> overrides;
 };
 ConfigArgs parse_config_args(const std::vector<std::string>& args);
+
+// Removes --nproc N, --devices LIST and --all-ranks-output from args (anywhere,
+// except as the value of --set) and returns them; nproc is 1 when absent.
+LaunchOptions parse_launch_args(std::vector<std::string>& args);
 
 }  // namespace nmoe::cli

@@ -12,7 +12,10 @@ namespace {
 const char* kUsage = R"(usage: n <command> [options]
 
 commands:
-  train CONFIG.toml [--set key=value ...]   train a model (docs/config.md lists the keys)
+  train CONFIG.toml [--set key=value ...] [--nproc N [--devices LIST] [--all-ranks-output]]
+                                            train a model (docs/config.md lists the keys); --nproc:
+                                            N ranks on this machine, --devices: each rank's GPU
+                                            (0,0,1,1 shares), --all-ranks-output: every rank's lines
   config check CONFIG.toml [--set ...]      validate a config and print its fingerprint
   config show CONFIG.toml [--set ...]       print the resolved config as JSON
   config keys                               list every config key
@@ -40,6 +43,7 @@ int main(int argc, char** argv) {
     if (cmd == "config") return nmoe::cli::cmd_config(args);
     if (cmd == "data") return nmoe::cli::cmd_data(args);
     if (cmd == "bench") return nmoe::cli::cmd_bench(args);
+    if (cmd == "dist-selftest") return nmoe::cli::cmd_dist_selftest(args);
     std::cerr << "n: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;
   } catch (const nmoe::cli::UsageError& e) {

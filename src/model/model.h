@@ -17,6 +17,8 @@
 
 namespace nmoe {
 
+class ExpertTransport;
+
 struct ModelShape {
   int64_t vocab = 0, dim = 0, n_layers = 0, n_heads = 0, head_dim = 0;
   int64_t inter = 0;       // dense MLP width
@@ -41,7 +43,7 @@ struct ModelOptions {
   DType act_dtype() const { return compute_dtype.value_or(dtype); }
   int64_t micro_batch = 1;   // sequences per forward
   int64_t seq_len = 1;
-  int rank = 0, world = 1;   // expert sharding: this rank holds E/world experts
+  int rank = 0, world = 1;   // expert sharding: this rank holds E/world experts (see set_transport)
   int64_t ce_chunk_rows = 256;
   // Keep one set of attention activations (norm output, qkv, output, lse) for
   // all layers and recompute a layer's in its backward pass.
@@ -94,6 +96,21 @@ class Model {
   int64_t count_targets(const int32_t* targets, int64_t n) const;
   int64_t ignore_index() const { return ignore_index_; }
 
+  // Expert parallelism (world > 1): the transport that carries MoE rows
+  // between ranks; it must be set before the first forward. The gradients of
+  // this rank's experts from source rank src's tokens accumulate in
+  // expert_grad_leaf(src) (the expert group's layout), not in the flat
+  // gradients: the trainer sums them in a fixed order (train/grad_accumulator.h).
+  void set_transport(ExpertTransport* t) { transport_ = t; }
+  bool expert_parallel() const { return opt_.world > 1 && shape_.n_moe_layers() > 0; }
+  const Tensor& expert_grad_leaf(int src) const { return expert_leaves_.at(src); }
+  // Router expert counts [E] (I32) of every MoE layer, e.g. to sum them over ranks.
+  std::vector<Tensor> router_counts() const;
+  // Loss and aux sums to zero (expert counts kept).
+  void reset_loss_sums();
+  int64_t first_expert() const { return first_expert_; }
+  int64_t n_local_experts() const { return n_local_experts_; }
+
   // Gradient checks: reuse the expert choice of the previous forward.
   void set_frozen_routing(bool frozen) { frozen_routing_ = frozen; }
 
@@ -122,6 +139,9 @@ class Model {
   void dense_mlp_backward(Layer& L, const Tensor& dres);
   void moe_forward(Layer& L, bool training);
   void moe_backward(Layer& L, const Tensor& dres, double aux_weight);
+  void moe_forward_ep(Layer& L);
+  void moe_backward_ep(Layer& L);
+  void plan_expert_parallel();
   void upload_batch(const int32_t* tokens, const int32_t* targets);
 
   Config cfg_;
@@ -150,6 +170,12 @@ class Model {
   Tensor dres_, dxn_, dattn_, dqkv_, dxf_;
   Tensor dmlp_a_, dmlp_h13_;                   // dense MLP
   Tensor dye_, dae_, dh13e_, dxe_, dgates_, dlogits_, dsh_a_, dsh_h13_;  // MoE
+  // Expert parallelism: the owner's work on one source's block, and the
+  // per-source gradient leaves of this rank's experts.
+  ExpertTransport* transport_ = nullptr;
+  Tensor own_h13_, own_a_, own_y_, own_da_, own_dh13_;
+  std::vector<Tensor> expert_leaves_;
+  Arena leaves_{"expert-grad-leaves"};
 };
 
 }  // namespace nmoe

@@ -45,12 +45,16 @@ void Model::moe_backward(Layer& L, const Tensor& dres, double aux_weight) {
   }
   // Routed experts: out += sum_k gate * expert(xn2).
   B.moe_combine_bwd(dres, L.ye, L.pos, L.gates, dye_, dgates_);
-  B.grouped_matmul(dye_, L.ew2->wc, false, L.offsets, dae_);
-  B.grouped_matmul_wgrad(dye_, L.ae, L.offsets, L.ew2->g);
-  B.swiglu_bwd(dae_, L.h13e, dh13e_);
-  B.grouped_matmul(dh13e_, L.ew13->wc, false, L.offsets, dxe_);
-  B.grouped_matmul_wgrad(dh13e_, L.xe, L.offsets, L.ew13->g);
-  B.moe_dispatch_bwd(dxe_, L.pos, K, dxn_);
+  if (expert_parallel()) {
+    moe_backward_ep(L);  // adds the routed experts' dx to dxn_
+  } else {
+    B.grouped_matmul(dye_, L.ew2->wc, false, L.offsets, dae_);
+    B.grouped_matmul_wgrad(dye_, L.ae, L.offsets, L.ew2->g);
+    B.swiglu_bwd(dae_, L.h13e, dh13e_);
+    B.grouped_matmul(dh13e_, L.ew13->wc, false, L.offsets, dxe_);
+    B.grouped_matmul_wgrad(dh13e_, L.xe, L.offsets, L.ew13->g);
+    B.moe_dispatch_bwd(dxe_, L.pos, K, dxn_);
+  }
   // Router: gates depend on the logits through the normalized sigmoid scores.
   if (aux_weight > 0)
     B.moe_aux_loss(L.gates, L.idx, static_cast<int>(shape_.n_experts), aux_weight, aux_sum_, dgates_);

@@ -63,17 +63,21 @@ void Model::dense_mlp_forward(Layer& L) {
 
 void Model::moe_forward(Layer& L, bool training) {
   Backend& B = backend_;
-  NMOE_CHECK(opt_.world == 1, "MoE layers across several ranks need the expert-parallel transport");
   Tensor& out = resid_[L.index + 1];
   B.matmul(L.xn2, false, L.router->wc, true, L.logits, 1.0, 0.0);
   B.router_fwd(L.logits, L.bias, router_params(shape_, frozen_routing_), L.scores, L.idx, L.gates,
                training ? L.counts : L.counts_eval);
-  B.moe_plan(L.idx, static_cast<int>(n_local_experts_), L.offsets, L.pos);
+  // Rows sorted by global expert (so also by owner rank).
+  B.moe_plan(L.idx, static_cast<int>(shape_.n_experts), L.offsets, L.pos);
   const int K = static_cast<int>(shape_.top_k);
   B.moe_dispatch(L.xn2, L.pos, K, L.xe);
-  B.grouped_matmul(L.xe, L.ew13->wc, true, L.offsets, L.h13e);
-  B.swiglu_fwd(L.h13e, L.ae);
-  B.grouped_matmul(L.ae, L.ew2->wc, true, L.offsets, L.ye);
+  if (expert_parallel()) {
+    moe_forward_ep(L);
+  } else {
+    B.grouped_matmul(L.xe, L.ew13->wc, true, L.offsets, L.h13e);
+    B.swiglu_fwd(L.h13e, L.ae);
+    B.grouped_matmul(L.ae, L.ew2->wc, true, L.offsets, L.ye);
+  }
   B.copy(out, L.mid);
   B.moe_combine(L.ye, L.pos, L.gates, out);
   if (L.sw13) {

@@ -133,9 +133,14 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
       work_.reserve(&dsh_h13_, dt, Shape{N, 2 * SF});
     }
   }
+  if (expert_parallel()) plan_expert_parallel();
   buffers_.allocate(backend_);
   acts_.allocate(backend_);
   work_.allocate(backend_);
+  if (expert_parallel()) {
+    leaves_.allocate(backend_);
+    for (const Tensor& t : expert_leaves_) backend_.fill(t, 0.0);
+  }
   if (opt.recompute_attention)
     for (auto& L : layers_) {
       L->xn1 = shared_xn1_;
@@ -235,12 +240,30 @@ void Model::plan_layer(Layer& L, int64_t l) {
   acts_.reserve(&L.scores, st, Shape{N, E});
   acts_.reserve(&L.idx, DType::I32, Shape{N, K});
   acts_.reserve(&L.gates, st, Shape{N, K});
-  acts_.reserve(&L.offsets, DType::I32, Shape{El + 1});
+  acts_.reserve(&L.offsets, DType::I32, Shape{E + 1});
   acts_.reserve(&L.pos, DType::I32, Shape{M});
   acts_.reserve(&L.xe, dt, Shape{M, D});
-  acts_.reserve(&L.h13e, dt, Shape{M, 2 * Fe});
-  acts_.reserve(&L.ae, dt, Shape{M, Fe});
   acts_.reserve(&L.ye, dt, Shape{M, D});
+  if (opt_.world == 1) {  // with expert parallelism the owner recomputes them in backward
+    acts_.reserve(&L.h13e, dt, Shape{M, 2 * Fe});
+    acts_.reserve(&L.ae, dt, Shape{M, Fe});
+  }
+}
+
+// The owner's workspace for one source's block (at most every row of the
+// source: N*K) and one gradient leaf of this rank's experts per source rank.
+void Model::plan_expert_parallel() {
+  const ModelShape& s = shape_;
+  const DType dt = opt_.act_dtype();
+  const int64_t M = n_tokens_ * s.top_k, Fe = s.moe_inter;
+  work_.reserve(&own_h13_, dt, Shape{M, 2 * Fe});
+  work_.reserve(&own_a_, dt, Shape{M, Fe});
+  work_.reserve(&own_y_, dt, Shape{M, s.dim});
+  work_.reserve(&own_da_, dt, Shape{M, Fe});
+  work_.reserve(&own_dh13_, dt, Shape{M, 2 * Fe});
+  expert_leaves_.resize(opt_.world);
+  const int64_t n = params_.group(ParamGroup::Expert).size();
+  for (Tensor& t : expert_leaves_) leaves_.reserve(&t, opt_.dtype, Shape{n});
 }
 
 MemoryPlan Model::memory_plan() const {
@@ -252,6 +275,7 @@ MemoryPlan Model::memory_plan() const {
   m.buffers = buffers_.bytes();
   m.activations = acts_.bytes();
   m.workspace = work_.bytes();
+  m.grads += leaves_.bytes();
   return m;
 }
 

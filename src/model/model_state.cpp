@@ -65,6 +65,18 @@ void Model::reset_step_stats() {
     if (L->moe) backend_.fill(L->counts, 0.0);
 }
 
+void Model::reset_loss_sums() {
+  backend_.fill(loss_sum_, 0.0);
+  backend_.fill(aux_sum_, 0.0);
+}
+
+std::vector<Tensor> Model::router_counts() const {
+  std::vector<Tensor> out;
+  for (const auto& L : layers_)
+    if (L->moe) out.push_back(L->counts);
+  return out;
+}
+
 double Model::read_loss_sum() {
   double v = 0;
   backend_.copy_to_host(&v, loss_sum_);

@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <vector>
+
+#include "dist/comm.h"
 
 namespace nmoe {
 
-Optimizer::Optimizer(const Config& cfg, Model& model)
-    : cfg_(cfg), model_(model), schedule_(WsdSchedule::from_config(cfg)) {
+Optimizer::Optimizer(const Config& cfg, Model& model, Comm* comm)
+    : cfg_(cfg), model_(model), schedule_(WsdSchedule::from_config(cfg)), comm_(comm) {
   const double router_floor = std::min(cfg.decay_floor, cfg.lr_router);
   groups_ = {{
       {ParamGroup::Expert, cfg.lr_expert, cfg.decay_floor, cfg.adam_beta2_expert, cfg.weight_decay},
@@ -14,8 +18,62 @@ Optimizer::Optimizer(const Config& cfg, Model& model)
       {ParamGroup::DenseDecay, cfg.lr_dense, cfg.decay_floor, cfg.adam_beta2, cfg.weight_decay},
       {ParamGroup::DenseNoDecay, cfg.lr_dense, cfg.decay_floor, cfg.adam_beta2, 0.0},
   }};
+  canonical_norm_ = comm != nullptr || std::string(model.backend().name()) == "cpu";
+  int64_t n_partials = 0;
+  for (const Param& p : model.params().all()) n_partials += p.spec.per_expert ? p.w.size(0) : 1;
   arena_.reserve(&grad_norm_sq_, DType::F64, Shape{1});
+  arena_.reserve(&partials_, DType::F64, Shape{std::max<int64_t>(n_partials, 1)});
   arena_.allocate(model.backend());
+}
+
+// Squared global gradient norm. Canonically: one partial sum per tensor (per
+// expert for expert tensors), added in parameter order and, within an expert
+// tensor, in global expert order, so the value is the same for any rank count.
+double Optimizer::grad_norm_sq() {
+  Backend& B = model_.backend();
+  ParamStore& ps = model_.params();
+  B.fill(grad_norm_sq_, 0.0);
+  if (!canonical_norm_) {
+    B.sum_squares(ps.flat_grads(), grad_norm_sq_);
+    double v = 0;
+    B.copy_to_host(&v, grad_norm_sq_);
+    return v;
+  }
+  B.fill(partials_, 0.0);
+  int64_t i = 0;
+  for (const Param& p : ps.all()) {
+    if (p.spec.per_expert)
+      for (int64_t e = 0; e < p.g.size(0); ++e) B.sum_squares(p.g[e], partials_.slice(i, i + 1)), ++i;
+    else
+      B.sum_squares(p.g, partials_.slice(i, i + 1)), ++i;
+  }
+  std::vector<double> host(partials_.numel());
+  B.copy_to_host(host.data(), partials_);
+  std::vector<double> mine;  // this rank's expert partials, parameter-major
+  i = 0;
+  for (const Param& p : ps.all()) {
+    const int64_t n = p.spec.per_expert ? p.g.size(0) : 1;
+    if (p.spec.per_expert) mine.insert(mine.end(), host.begin() + i, host.begin() + i + n);
+    i += n;
+  }
+  const std::vector<double> experts = comm_ ? comm_->all_gather(mine) : mine;
+  const int W = comm_ ? comm_->world() : 1;
+  const int64_t per_rank = static_cast<int64_t>(mine.size());
+  double total = 0;
+  i = 0;
+  int64_t j = 0;  // position of this expert tensor's partials inside a rank's list
+  for (const Param& p : ps.all()) {
+    if (!p.spec.per_expert) {
+      total += host[i++];
+      continue;
+    }
+    const int64_t El = p.g.size(0);
+    for (int r = 0; r < W; ++r)
+      for (int64_t e = 0; e < El; ++e) total += experts[r * per_rank + j + e];
+    j += El;
+    i += El;
+  }
+  return total;
 }
 
 OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
@@ -23,10 +81,8 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
   ParamStore& ps = model_.params();
   OptimizerStep out;
 
-  B.fill(grad_norm_sq_, 0.0);
-  B.sum_squares(ps.flat_grads(), grad_norm_sq_);
-  double norm_sq = 0;
-  B.copy_to_host(&norm_sq, grad_norm_sq_);
+  const double norm_sq = grad_norm_sq();
+  B.copy_from_host(grad_norm_sq_, &norm_sq);
   out.grad_norm = std::sqrt(norm_sq);
 
   const double scale = schedule_.scale(step, tokens_seen);

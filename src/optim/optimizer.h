@@ -13,6 +13,8 @@
 
 namespace nmoe {
 
+class Comm;
+
 struct OptimizerStep {
   double lr_dense = 0, lr_expert = 0, lr_router = 0;
   double grad_norm = 0;     // before clipping
@@ -21,7 +23,8 @@ struct OptimizerStep {
 
 class Optimizer {
  public:
-  Optimizer(const Config& cfg, Model& model);
+  // comm: the other ranks (expert parallelism), or null.
+  Optimizer(const Config& cfg, Model& model, Comm* comm = nullptr);
   // Applies one update from the accumulated gradients. step is 0-based and
   // tokens_seen counts tokens before this step (the schedule's inputs).
   OptimizerStep step(int64_t step, double tokens_seen);
@@ -38,8 +41,12 @@ class Optimizer {
   WsdSchedule schedule_;
   std::array<Group, kNumParamGroups> groups_;
   int64_t adam_steps_ = 0;
+  double grad_norm_sq();
+
+  Comm* comm_ = nullptr;
+  bool canonical_norm_ = false;  // per-tensor partial sums in a rank-count independent order
   Arena arena_{"optimizer-scalars"};
-  Tensor grad_norm_sq_;
+  Tensor grad_norm_sq_, partials_;
 };
 
 }  // namespace nmoe

@@ -22,6 +22,9 @@
 #include "data/loader.h"
 #include "data/manifest.h"
 #include "data/mixture.h"
+#include "dist/tree_sum.h"
+#include "train/dist_setup.h"
+#include "train/grad_accumulator.h"
 #include "metrics/metrics_db.h"
 #include "model/model.h"
 #include "optim/optimizer.h"
@@ -84,20 +87,40 @@ void split_sequences(const std::vector<int32_t>& seqs, int64_t n_seq, int64_t se
     }
 }
 
-double validation_loss(const Config& cfg, Model& model) {
+// Everything a step needs to know about the ranks: none (one process) or a
+// DistContext. Loss sums are kept per micro-batch and summed in the tree
+// order over the global batch (dist/tree_sum.h) when exact.
+struct Ranks {
+  Comm* comm = nullptr;
+  int rank = 0, world = 1;
+  int64_t sum(int64_t v) const { return comm ? comm->sum(v) : v; }
+  double tree_total(const std::vector<double>& mine) const {
+    return tree_sum(comm ? comm->all_gather(mine) : mine);
+  }
+};
+
+double validation_loss(const Config& cfg, Model& model, const Ranks& ranks, bool exact) {
   TokenLoader val(*cfg.validation_data_path, cfg.seq_len, cfg.vocab_size);
   const int64_t local = cfg.local_batch(), micro = cfg.micro_batch(), T = cfg.seq_len;
   std::vector<int32_t> seqs(local * (T + 1)), in, tgt;
   int64_t count = 0;
+  std::vector<double> leaves;
   model.reset_step_stats();
   for (int64_t i = 0; i < cfg.validation_steps; ++i) {
-    val.next_batch(cfg.batch_size, 0, static_cast<int>(cfg.world_size), seqs.data());
+    val.next_batch(cfg.batch_size, ranks.rank, ranks.world, seqs.data());
     split_sequences(seqs, local, T, in, tgt);
     count += model.count_targets(tgt.data(), static_cast<int64_t>(tgt.size()));
-    for (int64_t m = 0; m < local / micro; ++m)
+    for (int64_t m = 0; m < local / micro; ++m) {
       model.forward_loss(in.data() + m * micro * T, tgt.data() + m * micro * T);
+      if (exact) {
+        leaves.push_back(model.read_loss_sum());
+        model.reset_loss_sums();
+      }
+    }
   }
-  double sum = model.read_loss_sum();
+  if (!exact) leaves.push_back(model.read_loss_sum());
+  const double sum = ranks.tree_total(leaves);
+  count = ranks.sum(count);
   model.reset_step_stats();
   return count > 0 ? sum / static_cast<double>(count) : NAN;
 }
@@ -167,7 +190,16 @@ ModelOptions model_options(const Config& cfg, const Backend& backend) {
 }
 
 TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts) {
-  Progress out(opts.out);
+  Ranks ranks;
+  if (opts.dist) {
+    ranks.comm = opts.dist->comm.get();
+    ranks.rank = opts.dist->rank();
+    ranks.world = opts.dist->world();
+  }
+  NMOE_CHECK(cfg.world_size == ranks.world, "the config was validated for ", cfg.world_size,
+             " ranks but this run has ", ranks.world);
+  const bool lead = ranks.rank == 0;
+  Progress out(lead ? opts.out : nullptr);
   NMOE_CHECK(cfg.data_path || cfg.mixture_toml,
              "no training data: set data_path (a directory of .npy token shards) or mixture_toml");
   if (cfg.data_path) check_dataset_matches(*cfg.data_path, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id);
@@ -175,8 +207,16 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     check_dataset_matches(*cfg.validation_data_path, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id);
   InterruptGuard interrupt_guard;
 
-  Model model(cfg, backend, model_options(cfg, backend));
-  Optimizer optimizer(cfg, model);
+  ModelOptions mo = model_options(cfg, backend);
+  mo.rank = ranks.rank;
+  mo.world = ranks.world;
+  Model model(cfg, backend, mo);
+  if (opts.dist) model.set_transport(opts.dist->transport.get());
+  // The CPU backend sums micro-batches in the fixed tree order, so results do
+  // not depend on the rank count; the GPU accumulates in place (memory).
+  const bool exact = std::string(backend.name()) == "cpu";
+  GradAccumulator accumulator(model, ranks.comm, exact);
+  Optimizer optimizer(cfg, model, ranks.comm);
   auto loader_ptr = make_data_loader(cfg.data_path.value_or(""), cfg.mixture_toml.value_or(""), cfg.seq_len,
                                      cfg.vocab_size);
   DataLoader& loader = *loader_ptr;
@@ -194,7 +234,10 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     optimizer.set_adam_steps(st.adam_steps);
     loader.set_state(st.loader);
     rng.set_state(st.rng);
-    out.line("resumed from " + *ck + " at step " + std::to_string(step));
+    out.line("resumed from " + *ck + " at step " + std::to_string(step) +
+             (st.world_size != ranks.world ? " (written by " + std::to_string(st.world_size) + " ranks, resharded to " +
+                                                 std::to_string(ranks.world) + ")"
+                                           : ""));
   } else {
     model.init_weights(static_cast<uint64_t>(cfg.seed));
   }
@@ -204,7 +247,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
              std::to_string(cfg.steps) + "; raise steps to continue");
 
   std::optional<MetricsDB> db;
-  if (opts.metrics) {
+  if (opts.metrics && lead) {
     db.emplace(MetricsDB::open(cfg.experiments_db));
     db->start_run(res.run_id, cfg.experiment_id, cfg.to_json(), cfg.fingerprint(), git_hash());
   }
@@ -214,8 +257,10 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
   const int64_t n_micro = local / micro;
   const double tokens_per_step = static_cast<double>(cfg.batch_size * T);
   const int64_t n_moe = model.shape().n_moe_layers();
-  const double aux_weight =
-      cfg.aux_loss_alpha > 0 && n_moe > 0 ? cfg.aux_loss_alpha / static_cast<double>(n_moe * n_micro) : 0.0;
+  // The aux loss is the mean over MoE layers and over the global batch's micro-batches.
+  const double aux_weight = cfg.aux_loss_alpha > 0 && n_moe > 0
+                                ? cfg.aux_loss_alpha / static_cast<double>(n_moe * n_micro * ranks.world)
+                                : 0.0;
   std::vector<int32_t> seqs(local * (T + 1)), in, tgt;
 
   auto t_start = std::chrono::steady_clock::now();
@@ -229,33 +274,52 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     st.adam_steps = optimizer.adam_steps();
     st.loader = loader.state();
     st.rng = rng.state();
-    st.world_size = cfg.world_size;
+    st.world_size = ranks.world;
     st.run_id = res.run_id;
     st.config_json = cfg.to_json();
     st.fingerprint_json = cfg.fingerprint_json();
     st.fingerprint = cfg.fingerprint();
-    res.last_checkpoint = save_checkpoint(cfg.checkpoint_dir, st, model, cfg.fsync, cfg.checkpoint_keep_last_n);
+    res.last_checkpoint =
+        save_checkpoint(cfg.checkpoint_dir, st, model, cfg.fsync, cfg.checkpoint_keep_last_n, ranks.comm);
     out.line("checkpoint: " + res.last_checkpoint);
   };
 
   while (step < cfg.steps) {
-    if (g_interrupted) {
+    // Ranks stop together: a Ctrl-C seen by any rank stops all at this step.
+    const bool interrupted = ranks.comm ? ranks.comm->any(g_interrupted) : g_interrupted.load();
+    if (interrupted) {
       res.status = "interrupted";
       out.line("interrupted: saving a checkpoint and stopping");
       break;
     }
     const int64_t s = step + 1;  // 1-based step number for logs and cadences
-    loader.next_batch(cfg.batch_size, 0, static_cast<int>(cfg.world_size), seqs.data());
+    loader.next_batch(cfg.batch_size, ranks.rank, ranks.world, seqs.data());
     split_sequences(seqs, local, T, in, tgt);
-    const int64_t count = model.count_targets(tgt.data(), static_cast<int64_t>(tgt.size()));
+    const int64_t count = ranks.sum(model.count_targets(tgt.data(), static_cast<int64_t>(tgt.size())));
     const double grad_scale = count > 0 ? 1.0 / static_cast<double>(count) : 0.0;
 
-    model.zero_grads();
+    accumulator.begin_step();
     model.reset_step_stats();
-    for (int64_t m = 0; m < n_micro; ++m)
+    std::vector<double> leaf_loss, leaf_aux;
+    for (int64_t m = 0; m < n_micro; ++m) {
+      accumulator.begin_leaf();
       model.forward_backward(in.data() + m * micro * T, tgt.data() + m * micro * T, grad_scale, aux_weight);
-    const double loss = count > 0 ? model.read_loss_sum() / static_cast<double>(count) : 0.0;
-    const double aux = model.read_aux_sum();
+      accumulator.end_leaf();
+      if (exact) {
+        leaf_loss.push_back(model.read_loss_sum());
+        leaf_aux.push_back(model.read_aux_sum());
+        model.reset_loss_sums();
+      }
+    }
+    if (!exact) {
+      leaf_loss.push_back(model.read_loss_sum());
+      leaf_aux.push_back(model.read_aux_sum());
+    }
+    accumulator.finish();
+    if (ranks.comm)
+      for (const Tensor& c : model.router_counts()) ranks.comm->all_reduce_sum(c, "router expert counts");
+    const double loss = count > 0 ? ranks.tree_total(leaf_loss) / static_cast<double>(count) : 0.0;
+    const double aux = ranks.tree_total(leaf_aux);
     if (!std::isfinite(loss) || !std::isfinite(aux)) {
       res.status = "failed_nan";
       out.line("error: loss is not finite at step " + std::to_string(s) +
@@ -296,7 +360,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     bool stop_target = false;
     if (cfg.validation_enabled && (s % cfg.validation_every == 0 || s == cfg.steps)) {
       auto tv = std::chrono::steady_clock::now();
-      const double vl = validation_loss(cfg, model);
+      const double vl = validation_loss(cfg, model, ranks, exact);
       valid_seconds += seconds_since(tv);
       res.val_loss = vl;
       if (db) db->log(res.run_id, s, {{"valid/loss", vl}});

@@ -15,8 +15,11 @@
 
 namespace nmoe {
 
+struct DistContext;
+
 struct TrainOptions {
-  std::ostream* out = nullptr;  // progress output (nullptr: silent)
+  std::ostream* out = nullptr;  // progress output (nullptr: silent); rank 0 only
+  DistContext* dist = nullptr;  // several ranks (train/dist_setup.h); null: one process
   std::string run_id;           // empty: $NMOE_RUN or run_<unix time>_<pid>
   bool metrics = true;          // write the metrics database
 };

@@ -1,0 +1,48 @@
+// Collectives across the ranks of one job. Small host values travel through
+// the rendezvous; tensors in backend memory through the backend's transport
+// (shared memory for the CPU backend). Every rank calls every collective in
+// the same order.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace nmoe {
+
+class Rendezvous;
+class ShmGroup;
+
+class Comm {
+ public:
+  explicit Comm(Rendezvous& rdv);
+  virtual ~Comm() = default;
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+
+  // t = elementwise sum over ranks (F32, F64 or I32 in backend memory), with
+  // the bracketing of tree_sum.h, so every rank gets the same bits and the
+  // result does not depend on the rank count for power-of-two counts.
+  virtual void all_reduce_sum(const Tensor& t, const std::string& what) = 0;
+
+  // Host values: every rank's vector, concatenated in rank order.
+  std::vector<double> all_gather(const std::vector<double>& mine);
+  std::vector<std::string> all_gather_bytes(const std::string& mine);
+  int64_t sum(int64_t v);
+  bool any(bool v);  // true on every rank if any rank passed true
+  void barrier();
+
+ protected:
+  Rendezvous& rdv_;
+  int rank_ = 0, world_ = 1;
+};
+
+// Collectives through a shared-memory group (CPU backend memory is host memory).
+// staging_offset/staging_bytes: the part of each rank's data area it may use.
+std::unique_ptr<Comm> make_shm_comm(Rendezvous& rdv, ShmGroup& group, size_t staging_offset,
+                                    size_t staging_bytes);
+
+}  // namespace nmoe

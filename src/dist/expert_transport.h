@@ -1,0 +1,52 @@
+// RDEP: moves MoE rows between ranks. Rank r owns experts [r*El, (r+1)*El).
+// A source sorts its (token, slot) rows by global expert, which also groups
+// them by owner, and sends each owner its block straight into the owner's
+// receive area; the owner runs its experts on each source's block and writes
+// the results straight back into the source's return area, at the rows the
+// source sent them from. Slots are assigned by the source (its own prefix sum
+// over experts), so no remote atomics are needed and the row order is the same
+// run after run. One exchange costs two barriers: after the sends and after the
+// returns.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace nmoe {
+
+class ShmGroup;
+
+struct ReceivedBlock {
+  int64_t rows = 0;   // rows this source sent me
+  Tensor a, b;        // [rows, D] each; b is undefined when the send had none
+  Tensor offsets;     // [El+1] I32, offsets[0] = 0: my experts' row segments
+};
+
+class ExpertTransport {
+ public:
+  virtual ~ExpertTransport() = default;
+  virtual int rank() const = 0;
+  virtual int world() const = 0;
+  // Source side. a (and b, if defined) [N*K, D] sorted by global expert;
+  // offsets [E+1] I32 their segments. Owner r receives rows
+  // [offsets[r*El], offsets[(r+1)*El]). Returns after every rank has sent.
+  virtual void send(const Tensor& a, const Tensor& b, const Tensor& offsets, const std::string& where) = 0;
+  // Owner side, after send: the block that source src sent me.
+  virtual ReceivedBlock received(int src) = 0;
+  // Owner side: rows y [received(src).rows, D] go back to src.
+  virtual void put_back(int src, const Tensor& y) = 0;
+  // Source side: waits for every owner's put_back and returns the rows
+  // [N*K, D] in the order of the a it sent. Valid until the next send.
+  virtual Tensor finish_return(const std::string& where) = 0;
+};
+
+// Bytes of each rank's shared-memory area the transport needs.
+size_t shm_transport_bytes(int world, int64_t rows_per_rank, int64_t dim, int64_t local_experts, DType dtype);
+// The transport over a shared-memory group, using [offset, offset + shm_transport_bytes) of each area.
+std::unique_ptr<ExpertTransport> make_shm_transport(ShmGroup& group, size_t offset, int64_t rows_per_rank,
+                                                    int64_t dim, int64_t local_experts, DType dtype);
+
+}  // namespace nmoe

@@ -1,0 +1,33 @@
+// Joining a multi-process run: the rendezvous (with its failure watchdog),
+// and for the CPU backend the shared-memory group that carries the dense
+// all-reduce and the MoE rows.
+#pragma once
+
+#include <memory>
+
+#include "config/config.h"
+#include "dist/comm.h"
+#include "dist/dist_env.h"
+#include "dist/expert_transport.h"
+#include "dist/rendezvous.h"
+#include "dist/shm_group.h"
+#include "model/model.h"
+
+namespace nmoe {
+
+struct DistContext {
+  DistEnv env;
+  std::unique_ptr<Rendezvous> rdv;
+  std::unique_ptr<ShmGroup> shm;
+  std::unique_ptr<Comm> comm;
+  std::unique_ptr<ExpertTransport> transport;  // null without MoE layers
+  int rank() const { return env.rank; }
+  int world() const { return env.world; }
+};
+
+// Connects this process to the run described by env (world > 1) and sets up
+// the transports for a model of cfg on backend with options mo.
+std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, const Backend& backend,
+                                      const ModelOptions& mo);
+
+}  // namespace nmoe
