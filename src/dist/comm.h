@@ -13,6 +13,7 @@
 
 namespace nmoe {
 
+class PeerMemory;
 class Rendezvous;
 class ShmGroup;
 
@@ -40,9 +41,9 @@ class Comm {
   int rank_ = 0, world_ = 1;
 };
 
-// Collectives through a shared-memory group (CPU backend memory is host memory).
-// staging_offset/staging_bytes: the part of each rank's data area it may use.
-std::unique_ptr<Comm> make_shm_comm(Rendezvous& rdv, ShmGroup& group, size_t staging_offset,
-                                    size_t staging_bytes);
+// Tensor collectives through peer memory (barriers through the shared-memory
+// group); staging_offset/staging_bytes: the part of each bulk area it may use.
+std::unique_ptr<Comm> make_peer_comm(Rendezvous& rdv, ShmGroup& group, PeerMemory& pm, size_t staging_offset,
+                                     size_t staging_bytes);
 
 }  // namespace nmoe

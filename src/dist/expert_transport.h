@@ -17,6 +17,8 @@
 
 namespace nmoe {
 
+class Backend;
+class PeerMemory;
 class ShmGroup;
 
 struct ReceivedBlock {
@@ -43,10 +45,15 @@ class ExpertTransport {
   virtual Tensor finish_return(const std::string& where) = 0;
 };
 
-// Bytes of each rank's shared-memory area the transport needs.
-size_t shm_transport_bytes(int world, int64_t rows_per_rank, int64_t dim, int64_t local_experts, DType dtype);
-// The transport over a shared-memory group, using [offset, offset + shm_transport_bytes) of each area.
-std::unique_ptr<ExpertTransport> make_shm_transport(ShmGroup& group, size_t offset, int64_t rows_per_rank,
-                                                    int64_t dim, int64_t local_experts, DType dtype);
+// Bytes the transport needs in each rank's host (shared-memory) area and bulk (peer memory) area.
+struct TransportSizes {
+  size_t host = 0, bulk = 0;
+};
+TransportSizes transport_sizes(int world, int64_t rows_per_rank, int64_t dim, int64_t local_experts, DType dtype);
+// The transport: headers and barriers through the shared-memory group (from
+// host_offset), rows through the peer memory (from bulk_offset).
+std::unique_ptr<ExpertTransport> make_peer_transport(Backend& backend, ShmGroup& group, size_t host_offset,
+                                                     PeerMemory& pm, size_t bulk_offset, int64_t rows_per_rank,
+                                                     int64_t dim, int64_t local_experts, DType dtype);
 
 }  // namespace nmoe

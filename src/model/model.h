@@ -48,6 +48,10 @@ struct ModelOptions {
   // Keep one set of attention activations (norm output, qkv, output, lse) for
   // all layers and recompute a layer's in its backward pass.
   bool recompute_attention = false;
+  // Sum micro-batch gradients in the fixed tree order (train/grad_accumulator.h),
+  // with per-source expert gradient leaves under expert parallelism; otherwise
+  // accumulate in place (less memory).
+  bool exact_accumulation = true;
 };
 
 struct MemoryPlan {
@@ -104,6 +108,7 @@ class Model {
   void set_transport(ExpertTransport* t) { transport_ = t; }
   bool expert_parallel() const { return opt_.world > 1 && shape_.n_moe_layers() > 0; }
   const Tensor& expert_grad_leaf(int src) const { return expert_leaves_.at(src); }
+  bool has_expert_grad_leaves() const { return !expert_leaves_.empty(); }
   // Router expert counts [E] (I32) of every MoE layer, e.g. to sum them over ranks.
   std::vector<Tensor> router_counts() const;
   // Loss and aux sums to zero (expert counts kept).

@@ -51,14 +51,15 @@ void Model::moe_backward_ep(Layer& L) {
     const int64_t n = blk.rows;
     const Tensor h13 = own_h13_.slice(0, n), a = own_a_.slice(0, n), da = own_da_.slice(0, n);
     const Tensor dh13 = own_dh13_.slice(0, n), dx = own_y_.slice(0, n);
-    const Tensor& leaf = expert_leaves_[src];
+    const bool leaves = !expert_leaves_.empty();
     B.grouped_matmul(blk.a, L.ew13->wc, true, blk.offsets, h13);
     B.swiglu_fwd(h13, a);
     B.grouped_matmul(blk.b, L.ew2->wc, false, blk.offsets, da);
-    B.grouped_matmul_wgrad(blk.b, a, blk.offsets, leaf_view(leaf, *L.ew2, g0));
+    B.grouped_matmul_wgrad(blk.b, a, blk.offsets, leaves ? leaf_view(expert_leaves_[src], *L.ew2, g0) : L.ew2->g);
     B.swiglu_bwd(da, h13, dh13);
     B.grouped_matmul(dh13, L.ew13->wc, false, blk.offsets, dx);
-    B.grouped_matmul_wgrad(dh13, blk.a, blk.offsets, leaf_view(leaf, *L.ew13, g0));
+    B.grouped_matmul_wgrad(dh13, blk.a, blk.offsets,
+                           leaves ? leaf_view(expert_leaves_[src], *L.ew13, g0) : L.ew13->g);
     T.put_back(src, dx);
   }
   const Tensor dxe = T.finish_return(where("backward return", L.index));

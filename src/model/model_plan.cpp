@@ -137,7 +137,7 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
   buffers_.allocate(backend_);
   acts_.allocate(backend_);
   work_.allocate(backend_);
-  if (expert_parallel()) {
+  if (!expert_leaves_.empty()) {
     leaves_.allocate(backend_);
     for (const Tensor& t : expert_leaves_) backend_.fill(t, 0.0);
   }
@@ -261,6 +261,7 @@ void Model::plan_expert_parallel() {
   work_.reserve(&own_y_, dt, Shape{M, s.dim});
   work_.reserve(&own_da_, dt, Shape{M, Fe});
   work_.reserve(&own_dh13_, dt, Shape{M, 2 * Fe});
+  if (!opt_.exact_accumulation) return;  // expert gradients accumulate in place
   expert_leaves_.resize(opt_.world);
   const int64_t n = params_.group(ParamGroup::Expert).size();
   for (Tensor& t : expert_leaves_) leaves_.reserve(&t, opt_.dtype, Shape{n});

@@ -3,6 +3,11 @@
 #include <string>
 
 #include "core/error.h"
+#include "dist/peer_memory.h"
+#if defined(NMOE_HAVE_CUDA) && __has_include("backend/cuda/cuda_peer_memory.h")
+#include "backend/cuda/cuda_peer_memory.h"
+#define NMOE_CUDA_PEERS 1
+#endif
 
 namespace nmoe {
 
@@ -10,27 +15,36 @@ namespace {
 constexpr size_t kStagingBytes = size_t(8) << 20;  // all-reduce chunks: 2 x 4 MiB per rank
 }
 
-std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, const Backend& backend,
+std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, Backend& backend,
                                       const ModelOptions& mo) {
   NMOE_CHECK(env.world > 1, "join_run needs more than one rank");
-  NMOE_CHECK(std::string(backend.name()) == "cpu",
-             "training on several GPUs is not available in this build yet; run one process per config or ",
-             "set device = \"cpu\"");
+  const bool gpu = std::string(backend.name()) == "cuda";
   auto ctx = std::make_unique<DistContext>();
   ctx->env = env;
   ctx->rdv = std::make_unique<Rendezvous>(env);
   ctx->rdv->start_watchdog();
   const ModelShape s = ModelShape::from_config(cfg);
   const bool moe = s.n_experts > 0 && s.n_moe_layers() > 0;
-  const int64_t rows = mo.micro_batch * mo.seq_len * s.top_k;
-  const DType act = mo.act_dtype();
-  const size_t transport = moe ? shm_transport_bytes(env.world, rows, s.dim, s.n_experts / env.world, act) : 0;
+  const int64_t rows = mo.micro_batch * mo.seq_len * s.top_k, El = s.n_experts / env.world;
+  const TransportSizes ts = moe ? transport_sizes(env.world, rows, s.dim, El, mo.act_dtype()) : TransportSizes{};
+  const size_t bulk = ts.bulk + kStagingBytes;
+  // Headers and barrier flags always live in host shared memory; the bulk
+  // area too on the CPU, in GPU memory (CUDA IPC) on the GPU.
   Rendezvous* rdv = ctx->rdv.get();
-  ctx->shm = std::make_unique<ShmGroup>(env.job_id, env.rank, env.world, transport + kStagingBytes,
+  ctx->shm = std::make_unique<ShmGroup>(env.job_id, env.rank, env.world, ts.host + (gpu ? 0 : bulk),
                                         [rdv] { rdv->barrier(); });
-  ctx->comm = make_shm_comm(*ctx->rdv, *ctx->shm, transport, kStagingBytes);
+  if (gpu) {
+#ifdef NMOE_CUDA_PEERS
+    ctx->peers = make_cuda_peer_memory(backend, *ctx->rdv, bulk);
+#else
+    fail("this build has no CUDA backend");
+#endif
+  } else {
+    ctx->peers = make_host_peer_memory(*ctx->shm, ts.host, bulk);
+  }
+  ctx->comm = make_peer_comm(*ctx->rdv, *ctx->shm, *ctx->peers, ts.bulk, kStagingBytes);
   if (moe)
-    ctx->transport = make_shm_transport(*ctx->shm, 0, rows, s.dim, s.n_experts / env.world, act);
+    ctx->transport = make_peer_transport(backend, *ctx->shm, 0, *ctx->peers, 0, rows, s.dim, El, mo.act_dtype());
   return ctx;
 }
 

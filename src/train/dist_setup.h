@@ -1,6 +1,7 @@
 // Joining a multi-process run: the rendezvous (with its failure watchdog),
-// and for the CPU backend the shared-memory group that carries the dense
-// all-reduce and the MoE rows.
+// the shared-memory group (barriers, headers) and the peer memory that carries
+// the MoE rows and the dense all-reduce (host memory for the CPU backend, GPU
+// memory mapped through CUDA IPC for the CUDA backend).
 #pragma once
 
 #include <memory>
@@ -9,6 +10,7 @@
 #include "dist/comm.h"
 #include "dist/dist_env.h"
 #include "dist/expert_transport.h"
+#include "dist/peer_memory.h"
 #include "dist/rendezvous.h"
 #include "dist/shm_group.h"
 #include "model/model.h"
@@ -18,7 +20,8 @@ namespace nmoe {
 struct DistContext {
   DistEnv env;
   std::unique_ptr<Rendezvous> rdv;
-  std::unique_ptr<ShmGroup> shm;
+  std::unique_ptr<ShmGroup> shm;     // barrier flags and headers (host shared memory)
+  std::unique_ptr<PeerMemory> peers;  // bulk rows and gradient chunks (backend memory)
   std::unique_ptr<Comm> comm;
   std::unique_ptr<ExpertTransport> transport;  // null without MoE layers
   int rank() const { return env.rank; }
@@ -27,7 +30,7 @@ struct DistContext {
 
 // Connects this process to the run described by env (world > 1) and sets up
 // the transports for a model of cfg on backend with options mo.
-std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, const Backend& backend,
+std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, Backend& backend,
                                       const ModelOptions& mo);
 
 }  // namespace nmoe

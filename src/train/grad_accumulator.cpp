@@ -84,7 +84,9 @@ GradAccumulator::GradAccumulator(Model& model, Comm* comm, bool exact)
     : model_(model), B_(model.backend()), comm_(comm), exact_(exact) {
   const ParamStore& ps = model.params();
   const Tensor& flat = ps.flat_grads();
-  if (model.expert_parallel()) {
+  NMOE_CHECK(!exact || !model.expert_parallel() || model.has_expert_grad_leaves(),
+             "exact accumulation under expert parallelism needs the model's per-source expert gradients");
+  if (exact && model.expert_parallel()) {
     const GroupRange ex = ps.group(ParamGroup::Expert);
     NMOE_CHECK(ex.begin == 0, "the expert group must come first in the flat buffers");
     streams_.push_back(std::make_unique<Stream>(B_, flat_range(flat, ex.end, ps.numel())));
@@ -102,7 +104,7 @@ void GradAccumulator::begin_step() {
     s->reset();
     B_.fill(s->region, 0.0);
   }
-  if (model_.expert_parallel()) model_.zero_grads();
+  if (streams_.size() > 1) model_.zero_grads();
 }
 
 void GradAccumulator::begin_leaf() {
@@ -119,7 +121,7 @@ void GradAccumulator::end_leaf() {
 void GradAccumulator::finish() {
   if (exact_)
     for (auto& s : streams_) s->fold();
-  if (model_.expert_parallel()) {
+  if (streams_.size() > 1) {
     // This rank's experts: the sum over source ranks, in the tree order.
     const int W = comm_->world();
     std::vector<Tensor> parts;
@@ -131,7 +133,12 @@ void GradAccumulator::finish() {
     B_.copy(flat_range(ps.flat_grads(), ex.begin, ex.end), parts[0]);
   }
   // Every parameter outside this rank's experts is replicated: sum over ranks.
-  if (comm_ && comm_->world() > 1) comm_->all_reduce_sum(streams_[0]->region, "dense gradient all-reduce");
+  if (comm_ && comm_->world() > 1) {
+    const ParamStore& ps = model_.params();
+    const GroupRange ex = ps.group(ParamGroup::Expert);
+    const Tensor dense = model_.expert_parallel() ? flat_range(ps.flat_grads(), ex.end, ps.numel()) : ps.flat_grads();
+    comm_->all_reduce_sum(dense, "dense gradient all-reduce");
+  }
 }
 
 }  // namespace nmoe

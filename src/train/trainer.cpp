@@ -186,6 +186,9 @@ ModelOptions model_options(const Config& cfg, const Backend& backend) {
              "Blackwell paths); set dtype = \"bf16\"");
   if (gpu) mo.compute_dtype = DType::BF16;
   mo.recompute_attention = cfg.recompute_attention;
+  // The CPU backend sums micro-batches in the fixed tree order, so results do
+  // not depend on the rank count; the GPU accumulates in place (memory).
+  mo.exact_accumulation = !gpu;
   return mo;
 }
 
@@ -212,9 +215,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
   mo.world = ranks.world;
   Model model(cfg, backend, mo);
   if (opts.dist) model.set_transport(opts.dist->transport.get());
-  // The CPU backend sums micro-batches in the fixed tree order, so results do
-  // not depend on the rank count; the GPU accumulates in place (memory).
-  const bool exact = std::string(backend.name()) == "cpu";
+  const bool exact = mo.exact_accumulation;
   GradAccumulator accumulator(model, ranks.comm, exact);
   Optimizer optimizer(cfg, model, ranks.comm);
   auto loader_ptr = make_data_loader(cfg.data_path.value_or(""), cfg.mixture_toml.value_or(""), cfg.seq_len,
