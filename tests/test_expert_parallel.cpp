@@ -114,26 +114,34 @@ TrainRun train(const std::string& dir, const char* arch, int world, int steps, c
 
 std::string file_hash(const std::string& path) { return sha256_file_hex(path); }
 
+std::string read_or_empty(const std::string& path) { return sfs::exists(path) ? fs::read_file(path) : ""; }
+
 const char* const kArchs[] = {kMoe, kSuper};
 class ExpertParallel : public ::testing::TestWithParam<int> {};
 
 TEST_P(ExpertParallel, OneTwoAndFourRanksTrainBitIdentically) {
   std::vector<TrainRun> runs;
   std::vector<std::string> weights;
+  std::vector<std::vector<MetricRow>> val;
   std::vector<std::unique_ptr<test::TempDir>> dirs;
   for (int W : {1, 2, 4}) {
     dirs.push_back(std::make_unique<test::TempDir>());
     const std::string d = dirs.back()->path;
     write_byte_shards(d + "/data");
-    runs.push_back(train(d, kArchs[GetParam()], W, 4));
+    runs.push_back(train(d, kArchs[GetParam()], W, 4,
+                         "--set validation_enabled=true --set validation_data_path='\"data\"' "
+                         "--set validation_every=2 --set validation_steps=2"));
     ASSERT_EQ(runs.back().exit_code, 0) << runs.back().output;
     ASSERT_EQ(runs.back().losses.size(), 4u) << runs.back().output;
     weights.push_back(file_hash(d + "/ckpt/step_00000004/model.safetensors"));
+    val.push_back(MetricsDB::open(d + "/exp.db").metrics("r", "valid/loss"));
+    ASSERT_EQ(val.back().size(), 2u);
   }
   for (size_t i = 1; i < runs.size(); ++i) {
     for (size_t s = 0; s < 4; ++s)
       EXPECT_EQ(runs[i].losses[s], runs[0].losses[s]) << "world " << (1 << i) << " step " << s + 1;
     EXPECT_EQ(weights[i], weights[0]) << "final weights differ at world " << (1 << i);
+    for (size_t k = 0; k < 2; ++k) EXPECT_EQ(val[i][k].value, val[0][k].value) << "validation at world " << (1 << i);
   }
   EXPECT_LT(runs[0].losses[3], runs[0].losses[0]);
 }
@@ -208,6 +216,67 @@ TEST(ExpertParallelRouting, EveryTokenToOneExpertRunsAndMatchesOneRank) {
   EXPECT_EQ(runs[0].losses, runs[1].losses);
 }
 
+// Workers started without the launcher, from torchrun-style variables, train
+// as under `--nproc`.
+TEST(ExpertParallelLaunch, TorchrunStyleEnvironment) {
+  test::TempDir ref, d;
+  write_byte_shards(ref.path + "/data");
+  write_byte_shards(d.path + "/data");
+  TrainRun a = train(ref.path, kMoe, 2, 2);
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  fs::write_file_atomic(d.path + "/cfg.toml", std::string(kMoe) + kTraining, false);
+  const int port = 20000 + static_cast<int>(getpid() % 20000);
+  std::string cmd = "cd " + d.path + " && { ";
+  for (int r = 0; r < 2; ++r)
+    cmd += "(RANK=" + std::to_string(r) + " WORLD_SIZE=2 LOCAL_RANK=" + std::to_string(r) +
+           " LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=" + std::to_string(port) + " NMOE_RUN=r " +
+           test::n_binary() + " train cfg.toml --set steps=2 --set data_path='\"data\"' --set "
+           "checkpoint_dir='\"ckpt\"' --set experiments_db='\"exp.db\"' --set checkpoint_every=2 > rank" +
+           std::to_string(r) + ".log 2>&1; echo $? > rank" + std::to_string(r) + ".rc) & ";
+  cmd += "wait; }";
+  test::run_command(cmd);
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(fs::read_file(d.path + "/rank" + std::to_string(r) + ".rc"), "0\n")
+        << fs::read_file(d.path + "/rank" + std::to_string(r) + ".log");
+  EXPECT_EQ(fs::read_file(d.path + "/rank1.log"), "") << "only rank 0 prints";
+  auto losses = MetricsDB::open(d.path + "/exp.db").metrics("r", "train/loss");
+  ASSERT_EQ(losses.size(), 2u);
+  EXPECT_EQ(losses[0].value, a.losses[0]);
+  EXPECT_EQ(losses[1].value, a.losses[1]);
+}
+
+// Ctrl-C on the launcher: every rank stops at the same step, saves one
+// checkpoint together and exits 130.
+TEST(ExpertParallelLaunch, InterruptStopsAllRanksWithACheckpoint) {
+  test::TempDir d;
+  write_byte_shards(d.path + "/data");
+  fs::write_file_atomic(d.path + "/cfg.toml", std::string(kMoe) + kTraining, false);
+  const std::string log = d.path + "/out.log";
+  pid_t launcher = fork();
+  ASSERT_GE(launcher, 0);
+  if (launcher == 0) {
+    if (chdir(d.path.c_str()) != 0) _exit(126);
+    freopen(log.c_str(), "w", stdout);
+    dup2(fileno(stdout), 2);
+    execl(test::n_binary().c_str(), "n", "train", "cfg.toml", "--nproc", "2", "--set", "steps=100000", "--set",
+          "data_path=\"data\"", "--set", "checkpoint_dir=\"ckpt\"", "--set", "checkpoint_every=100000", "--set",
+          "experiments_db=\"exp.db\"", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  while (read_or_empty(log).find("step 3/") == std::string::npos &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  kill(launcher, SIGINT);
+  int status = 0;
+  waitpid(launcher, &status, 0);
+  const std::string out = fs::read_file(log);
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 130) << out;
+  EXPECT_NE(out.find("interrupted: saving a checkpoint"), std::string::npos) << out;
+  EXPECT_TRUE(sfs::exists(d.path + "/ckpt/latest")) << out;
+}
+
 TEST(ExpertParallelFailure, KilledRankStopsTheOthersWithAnError) {
   test::TempDir d;
   write_byte_shards(d.path + "/data");
@@ -231,7 +300,7 @@ TEST(ExpertParallelFailure, KilledRankStopsTheOthersWithAnError) {
   pid_t victim = -1;
   while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    if (fs::read_file(log).find("step 2/") == std::string::npos) continue;
+    if (read_or_empty(log).find("step 2/") == std::string::npos) continue;
     auto r = test::run_command("pgrep -P " + std::to_string(launcher));
     std::vector<pid_t> kids;
     std::istringstream is(r.output);

@@ -104,12 +104,13 @@ double validation_loss(const Config& cfg, Model& model, const Ranks& ranks, bool
   const int64_t local = cfg.local_batch(), micro = cfg.micro_batch(), T = cfg.seq_len;
   std::vector<int32_t> seqs(local * (T + 1)), in, tgt;
   int64_t count = 0;
-  std::vector<double> leaves;
+  double sum = 0;
   model.reset_step_stats();
   for (int64_t i = 0; i < cfg.validation_steps; ++i) {
     val.next_batch(cfg.batch_size, ranks.rank, ranks.world, seqs.data());
     split_sequences(seqs, local, T, in, tgt);
     count += model.count_targets(tgt.data(), static_cast<int64_t>(tgt.size()));
+    std::vector<double> leaves;  // this batch's micro-batches
     for (int64_t m = 0; m < local / micro; ++m) {
       model.forward_loss(in.data() + m * micro * T, tgt.data() + m * micro * T);
       if (exact) {
@@ -117,9 +118,9 @@ double validation_loss(const Config& cfg, Model& model, const Ranks& ranks, bool
         model.reset_loss_sums();
       }
     }
+    if (exact) sum += ranks.tree_total(leaves);
   }
-  if (!exact) leaves.push_back(model.read_loss_sum());
-  const double sum = ranks.tree_total(leaves);
+  if (!exact) sum = ranks.tree_total({model.read_loss_sum()});
   count = ranks.sum(count);
   model.reset_step_stats();
   return count > 0 ? sum / static_cast<double>(count) : NAN;
