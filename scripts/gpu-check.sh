@@ -11,11 +11,13 @@ export LD_LIBRARY_PATH=/tmp/nmoe-libs/lib:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
+N=.gpu/bin/n bash scripts/prep-tiny-data.sh > "$OUT/prep.log" 2>&1
+# ONLY_RDEP=1 skips the op tests and the single-rank training (short device budgets).
+if [ "${ONLY_RDEP:-0}" != 1 ]; then
 status_tests=FAIL
 if .gpu/bin/nmoe_gpu_tests --gtest_brief=1 2>&1 | tee "$OUT/gpu_tests.log" | tail -30; then status_tests=ok; fi
 
 status_train=FAIL
-N=.gpu/bin/n bash scripts/prep-tiny-data.sh > "$OUT/prep.log" 2>&1
 if .gpu/bin/n train configs/tiny.toml --set device=cuda --set steps=100 --set validation_every=100 \
      --set checkpoint_dir=/tmp/nmoe-ckpt --set experiments_db=/tmp/nmoe-exp.db 2>&1 | tee "$OUT/train_tiny.log" | tail -8; then
   status_train=ok
@@ -26,6 +28,40 @@ echo "| check | result |"
 echo "|---|---|"
 echo "| GPU op and model tests | $status_tests ($(grep -E '^\[  PASSED|^\[  FAILED' "$OUT/gpu_tests.log" | head -2 | tr '\n' ' ')) |"
 echo "| tiny config, 100 steps on cuda | $status_train ($(grep -E 'validation at step' "$OUT/train_tiny.log" | tail -1)) |"
+fi
+
+# Expert parallelism with several ranks on the one GPU (CUDA IPC between the
+# processes): the tiny MoE for 6 steps on 1, 2 and 4 ranks (losses agree within
+# bf16 noise), the transport benchmark at the super config's per-rank shapes,
+# and a rank killed mid-run.
+if [ "${RDEP:-0}" = 1 ]; then
+  echo
+  echo "| ranks | losses (6 steps, tiny MoE, cuda) |"
+  echo "|---|---|"
+  for W in 1 2 4; do
+    devs=$(python3 -c "print(','.join(['0']*$W))")
+    rm -rf /tmp/nmoe-ep$W
+    NMOE_RUN=ep timeout 120 .gpu/bin/n train configs/tiny.toml --nproc $W --devices "$devs" --set device=cuda \
+      --set steps=6 --set log_every=1 --set micro_batch_size=2 --set validation_enabled=false \
+      --set checkpoint_dir=/tmp/nmoe-ep$W/ckpt --set experiments_db=/tmp/nmoe-ep$W/exp.db > "$OUT/ep_train_$W.log" 2>&1
+    echo "| $W | exit $? $(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(' '.join(f'{v:.5f}' for (v,) in c.execute(\"select value from metrics where run_id='ep' and tag='train/loss' order by step\")))" /tmp/nmoe-ep$W/exp.db 2>&1 | tail -c 200) |"
+  done
+  echo
+  for W in 2 4; do
+    devs=$(python3 -c "print(','.join(['0']*$W))")
+    timeout 120 .gpu/bin/n bench rdep --nproc $W --devices "$devs" --tokens 65536 --dim 768 --experts 256 --top-k 7 \
+      --iters 10 2>&1 | tail -2 | tee "$OUT/bench_rdep_$W.json"
+  done
+  # Kill one of two ranks after its first steps: the other must stop with an error.
+  rm -rf /tmp/nmoe-kill
+  .gpu/bin/n train configs/tiny.toml --nproc 2 --devices 0,0 --set device=cuda --set steps=100000 --set log_every=1 \
+    --set checkpoint_dir=/tmp/nmoe-kill/ckpt --set experiments_db=/tmp/nmoe-kill/exp.db > "$OUT/ep_kill.log" 2>&1 &
+  lp=$!
+  for i in $(seq 1 60); do grep -q "step 3/" "$OUT/ep_kill.log" 2>/dev/null && break; sleep 1; done
+  victim=$(pgrep -P $lp | tail -1)
+  t0=$(date +%s); kill -9 "$victim"; wait $lp; rc=$?; t1=$(date +%s)
+  echo "kill-a-rank: launcher exit $rc after $((t1 - t0)) s; $(grep -m1 -E 'error' "$OUT/ep_kill.log")"
+fi
 
 # Throughput of the speedrun models at micro-batch 16 x 2048 next to the PyTorch
 # baseline (when BASELINE points at torch_moe_baseline.py), same GPU, same call.

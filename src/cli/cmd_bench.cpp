@@ -15,6 +15,16 @@
 namespace nmoe::cli {
 
 int cmd_bench(const std::vector<std::string>& args) {
+  if (!args.empty() && args[0] == "rdep") {
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    LaunchOptions launch = parse_launch_args(rest);
+    if (launch.nproc > 1 || !launch.devices.empty()) {
+      launch.child_args = {"bench", "rdep"};
+      launch.child_args.insert(launch.child_args.end(), rest.begin(), rest.end());
+      return launch_workers(launch);
+    }
+    return cmd_bench_rdep(rest);
+  }
   std::vector<std::string> rest;
   int64_t micro = 16, seq = 2048, steps = 20, warmup = 5;
   double peak_tflops = 989.0;

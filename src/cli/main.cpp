@@ -25,6 +25,8 @@ commands:
   data info DIR                             summarize a prepared dataset
   bench CONFIG.toml [--micro-batch 16] [--seq 2048] [--steps 20] [--warmup 5] [--set ...]
                                             training throughput on synthetic tokens (JSON line)
+  bench rdep --nproc N [--devices LIST] [--tokens 4096] [--dim 1024] [--experts 64] [--top-k 8]
+             [--iters 20]               MoE dispatch/return time and GB/s between ranks (JSON line)
   help                                      this message
 )";
 

@@ -43,6 +43,9 @@ class ExpertTransport {
   // Source side: waits for every owner's put_back and returns the rows
   // [N*K, D] in the order of the a it sent. Valid until the next send.
   virtual Tensor finish_return(const std::string& where) = 0;
+  // Wall time spent in send() and finish_return() so far (the transfers and
+  // the waits for other ranks): the communication share of a step.
+  virtual double seconds() const = 0;
 };
 
 // Bytes the transport needs in each rank's host (shared-memory) area and bulk (peer memory) area.

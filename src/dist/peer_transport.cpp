@@ -8,6 +8,7 @@
 //   recv_b  [W]             the same (the backward's second tensor)
 //   ret                     rows_per_rank rows: results written back by the owners
 // rows_per_rank = N*K covers the worst case: every row of a source to one owner.
+#include <chrono>
 #include <vector>
 
 #include "core/error.h"
@@ -42,6 +43,13 @@ struct BulkLayout {
   }
 };
 
+struct Timer {
+  double& total;
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  explicit Timer(double& t) : total(t) {}
+  ~Timer() { total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); }
+};
+
 struct Header {
   int64_t row_begin;
   int64_t rows;
@@ -58,9 +66,11 @@ class PeerTransport final : public ExpertTransport {
     NMOE_CHECK(bulk_offset + L_.total <= pm.area_bytes(), "the MoE transport does not fit the peer memory");
   }
   int rank() const override { return g_.rank(); }
+  double seconds() const override { return seconds_; }
   int world() const override { return g_.world(); }
 
   void send(const Tensor& a, const Tensor& b, const Tensor& offsets, const std::string& where) override {
+    Timer timer(seconds_);
     const int W = g_.world(), me = g_.rank();
     NMOE_CHECK(a.rows() == rows_ && a.cols() == dim_ && a.dtype == dt_, where, ": send expects [", rows_, ", ",
                dim_, "] ", dtype_name(dt_), " rows, got ", a.shape.str(), " ", dtype_name(a.dtype));
@@ -109,6 +119,7 @@ class PeerTransport final : public ExpertTransport {
   }
 
   Tensor finish_return(const std::string& where) override {
+    Timer timer(seconds_);
     pm_.sync();
     g_.barrier(where);
     return Tensor(bulk(g_.rank()) + L_.ret, dt_, Shape{rows_, dim_});
@@ -130,6 +141,7 @@ class PeerTransport final : public ExpertTransport {
   BulkLayout L_;
   bool has_b_ = false;
   std::vector<int32_t> off_;
+  double seconds_ = 0;
 };
 
 }  // namespace

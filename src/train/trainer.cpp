@@ -265,6 +265,8 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
                                 : 0.0;
   std::vector<int32_t> seqs(local * (T + 1)), in, tgt;
 
+  ExpertTransport* transport = opts.dist ? opts.dist->transport.get() : nullptr;
+  double comm_at_log = 0;
   auto t_start = std::chrono::steady_clock::now();
   auto t_log = t_start;
   double valid_seconds = 0, tokens_since_log = 0;
@@ -337,6 +339,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     if (s == 1 || s % cfg.log_every == 0 || s == cfg.steps) {
       const double dt = seconds_since(t_log);
       const double tps = dt > 0 ? tokens_since_log / dt : 0.0;
+      const double comm_s = transport ? transport->seconds() : 0.0;
       t_log = std::chrono::steady_clock::now();
       tokens_since_log = 0;
       std::vector<std::pair<std::string, double>> m = {
@@ -351,6 +354,10 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
           {"throughput/tokens_per_s", tps},
           {"efficiency/tflops", tps * model.flops_per_token() / 1e12},
       };
+      if (transport) {  // MoE transfers and waits, as a share of the wall time since the last log
+        m.emplace_back("time/moe_comm_share", dt > 0 ? (comm_s - comm_at_log) / dt : 0.0);
+        comm_at_log = comm_s;
+      }
       RouterStats agg;
       router_metrics(model, m, &agg);
       if (db) db->log(res.run_id, s, m);
