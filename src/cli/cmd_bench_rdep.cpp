@@ -51,7 +51,7 @@ int cmd_bench_rdep(const std::vector<std::string>& args) {
   Config cfg = load_config_string("dim = " + std::to_string(dim) + "\nn_layers = 1\nn_dense_layers = 0\nn_heads = 1\ninter_dim = 8\n" +
                                       "moe_inter_dim = 8\nn_routed_experts = " + std::to_string(experts) +
                                       "\nn_activated_experts = " + std::to_string(top_k) +
-                                      "\nseq_len = " + std::to_string(tokens) + "\nbatch_size = " +
+                                      "\nseq_len = " + std::to_string(tokens) + "\nmax_position_embeddings = " + std::to_string(tokens) + "\nbatch_size = " +
                                       std::to_string(env.world) + "\ndevice = \"" + device + "\"\n",
                                   "bench rdep", {}, env.world);
   auto backend = make_backend(cfg);
