@@ -16,6 +16,7 @@
 #include "core/fs.h"
 #include "core/sha256.h"
 #include "data/npy.h"
+#include "dist/tcp.h"
 #include "metrics/metrics_db.h"
 #include "test_util.h"
 
@@ -225,7 +226,7 @@ TEST(ExpertParallelLaunch, TorchrunStyleEnvironment) {
   TrainRun a = train(ref.path, kMoe, 2, 2);
   ASSERT_EQ(a.exit_code, 0) << a.output;
   fs::write_file_atomic(d.path + "/cfg.toml", std::string(kMoe) + kTraining, false);
-  const int port = 20000 + static_cast<int>(getpid() % 20000);
+  const int port = tcp::free_port();
   std::string cmd = "cd " + d.path + " && { ";
   for (int r = 0; r < 2; ++r)
     cmd += "(RANK=" + std::to_string(r) + " WORLD_SIZE=2 LOCAL_RANK=" + std::to_string(r) +
