@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <vector>
 
 #include "checkpoint/safetensors.h"
@@ -52,31 +53,23 @@ struct HostTensors {
   }
 };
 
-// Reads a stored tensor into a device tensor, converting between F32 and F64
-// if needed. With first_row >= 0, dst holds rows [first_row, first_row +
-// dst.size(0)) of the stored tensor (this rank's experts).
-void read_tensor(const safetensors::Reader& r, const std::string& name, Backend& B, const Tensor& dst,
-                 int64_t first_row = -1) {
-  NMOE_CHECK(r.has(name), "checkpoint is missing tensor '", name, "'");
+// Reads elements [skip, skip + dst.numel()) of stored tensor `name` (in row-
+// major order) into a device tensor, converting between F32 and F64 if needed.
+void read_elements(const safetensors::Reader& r, const std::string& name, Backend& B, const Tensor& dst,
+                   int64_t skip) {
   const auto& info = r.info(name);
-  std::vector<int64_t> want = dims(dst.shape);
-  if (first_row >= 0) {
-    NMOE_CHECK(!info.shape.empty() && info.shape[0] >= first_row + want[0] &&
-                   std::equal(info.shape.begin() + 1, info.shape.end(), want.begin() + 1, want.end()),
-               "tensor '", name, "' has shape ", dims_str(info.shape), " in the checkpoint; this rank needs rows [",
-               first_row, ", ", first_row + want[0], ") of ", dims_str(want), " rows");
-  } else {
-    NMOE_CHECK(info.shape == want, "tensor '", name, "' has shape ", dims_str(info.shape),
-               " in the checkpoint but the model expects ", dst.shape.str());
-  }
   const int64_t n = dst.numel();
-  const int64_t skip = first_row < 0 ? 0 : first_row * (n / std::max<int64_t>(want[0], 1));
+  if (n == 0) return;
+  int64_t total = 1;
+  for (int64_t x : info.shape) total *= x;
+  NMOE_CHECK(skip >= 0 && skip + n <= total, "tensor '", name, "': elements [", skip, ", ", skip + n,
+             ") of ", total);
   if (info.dtype == dst.dtype) {
-    std::vector<char> buf(static_cast<size_t>(skip + n) * dtype_size(dst.dtype));
-    if (first_row < 0) {
-      r.read_into(name, dst.dtype, want, buf.data());
+    std::vector<char> buf(static_cast<size_t>(n) * dtype_size(dst.dtype));
+    if (skip == 0 && n == total) {
+      r.read_into(name, dst.dtype, info.shape, buf.data());
     } else {
-      std::vector<char> all(r.info(name).nbytes);
+      std::vector<char> all(info.nbytes);
       r.read_into(name, dst.dtype, info.shape, all.data());
       std::copy(all.begin() + skip * dtype_size(dst.dtype), all.begin() + (skip + n) * dtype_size(dst.dtype),
                 buf.begin());
@@ -84,8 +77,6 @@ void read_tensor(const safetensors::Reader& r, const std::string& name, Backend&
     B.copy_from_host(dst, buf.data());
     return;
   }
-  int64_t total = 1;
-  for (int64_t x : info.shape) total *= x;
   std::vector<double> d(total);
   if (info.dtype == DType::F32) {
     std::vector<float> f(total);
@@ -106,6 +97,71 @@ void read_tensor(const safetensors::Reader& r, const std::string& name, Backend&
     B.copy_from_host(dst, f.data());
   }
 }
+
+// Reads a stored tensor into a device tensor, converting between F32 and F64
+// if needed. With first_row >= 0, dst holds rows [first_row, first_row +
+// dst.size(0)) of the stored tensor (this rank's experts).
+void read_tensor(const safetensors::Reader& r, const std::string& name, Backend& B, const Tensor& dst,
+                 int64_t first_row = -1) {
+  NMOE_CHECK(r.has(name), "checkpoint is missing tensor '", name, "'");
+  const auto& info = r.info(name);
+  std::vector<int64_t> want = dims(dst.shape);
+  if (first_row >= 0) {
+    NMOE_CHECK(!info.shape.empty() && info.shape[0] >= first_row + want[0] &&
+                   std::equal(info.shape.begin() + 1, info.shape.end(), want.begin() + 1, want.end()),
+               "tensor '", name, "' has shape ", dims_str(info.shape), " in the checkpoint; this rank needs rows [",
+               first_row, ", ", first_row + want[0], ") of ", dims_str(want), " rows");
+  } else {
+    NMOE_CHECK(info.shape == want, "tensor '", name, "' has shape ", dims_str(info.shape),
+               " in the checkpoint but the model expects ", dst.shape.str());
+  }
+  const int64_t n = dst.numel();
+  const int64_t skip = first_row < 0 ? 0 : first_row * (n / std::max<int64_t>(want[0], 1));
+  read_elements(r, name, B, dst, skip);
+}
+
+// Reads elements [skip, skip + dst.numel()) of a stored tensor of `shape`
+// into dst (this rank's shard of a dense moment).
+void read_tensor_part(const safetensors::Reader& r, const std::string& name, Backend& B, const Shape& shape,
+                      const Tensor& dst, int64_t skip) {
+  NMOE_CHECK(r.has(name), "checkpoint is missing tensor '", name, "'");
+  const auto& info = r.info(name);
+  NMOE_CHECK(info.shape == dims(shape), "tensor '", name, "' has shape ", dims_str(info.shape),
+             " in the checkpoint but the model expects ", shape.str());
+  read_elements(r, name, B, dst, skip);
+}
+
+// The dense moments when they are sharded over ranks (ZeRO-1): every rank
+// sends its shard of both moments once, and every rank receives the whole
+// dense range of both (shards in rank order are the range in flat order), from
+// which each dense tensor is cut. Every rank must construct it.
+struct GatheredDenseMoments {
+  int64_t begin = 0;
+  size_t es = 0;
+  std::vector<char> m, v;
+  GatheredDenseMoments(Backend& B, const ParamStore& ps, Comm* comm) {
+    NMOE_CHECK(comm && comm->world() == ps.shard_world(), "sharded moments need the ranks they are sharded over");
+    const GroupRange own = ps.shard();
+    const std::vector<int64_t>& b = ps.shard_bounds();
+    begin = b.front();
+    es = dtype_size(ps.flat_params().dtype);
+    const size_t bytes = static_cast<size_t>(own.size()) * es;
+    std::string mine(2 * bytes, '\0');
+    if (bytes) {
+      B.copy_to_host(mine.data(), ps.m(own.begin, own.end));
+      B.copy_to_host(mine.data() + bytes, ps.v(own.begin, own.end));
+    }
+    const std::vector<std::string> all = comm->all_gather_bytes(mine);
+    for (int r = 0; r < ps.shard_world(); ++r) {
+      const size_t len = static_cast<size_t>(b[r + 1] - b[r]) * es;
+      NMOE_CHECK(all[r].size() == 2 * len, "rank ", r, " sent ", all[r].size(), " bytes of moments; expected ",
+                 2 * len);
+      m.insert(m.end(), all[r].begin(), all[r].begin() + len);
+      v.insert(v.end(), all[r].begin() + len, all[r].end());
+    }
+  }
+  const void* at(const std::vector<char>& mv, int64_t flat) const { return mv.data() + (flat - begin) * es; }
+};
 
 int64_t step_of(const std::string& name) {
   if (name.rfind("step_", 0) != 0 || name.size() != 13) return -1;
@@ -183,11 +239,21 @@ std::string save_checkpoint(const std::string& checkpoint_dir, const CheckpointS
     HostTensors host;
     safetensors::Writer w;
     std::vector<int64_t> shape;
-    for (const Param& p : model.params().all()) {
-      const void* m = host.gather(B, p, p.m, comm, &shape);
-      w.add("exp_avg/" + p.spec.name, p.m.dtype, shape, m);
-      const void* v = host.gather(B, p, p.v, comm, &shape);
-      w.add("exp_avg_sq/" + p.spec.name, p.v.dtype, shape, v);
+    const ParamStore& ps = model.params();
+    std::optional<GatheredDenseMoments> dense;
+    if (ps.moments_sharded()) dense.emplace(B, ps, comm);
+    for (const Param& p : ps.all()) {
+      const int64_t b = p.offset, e = p.offset + p.spec.shape.numel();
+      const DType dt = p.w.dtype;
+      if (dense && !p.spec.per_expert) {
+        w.add("exp_avg/" + p.spec.name, dt, dims(p.spec.shape), dense->at(dense->m, b));
+        w.add("exp_avg_sq/" + p.spec.name, dt, dims(p.spec.shape), dense->at(dense->v, b));
+        continue;
+      }
+      const void* m = host.gather(B, p, ps.m(b, e).view(p.spec.shape), comm, &shape);
+      w.add("exp_avg/" + p.spec.name, dt, shape, m);
+      const void* v = host.gather(B, p, ps.v(b, e).view(p.spec.shape), comm, &shape);
+      w.add("exp_avg_sq/" + p.spec.name, dt, shape, v);
     }
     if (writer) w.write(tmp + "/optimizer.safetensors", fsync);
   }
@@ -283,9 +349,22 @@ CheckpointState load_checkpoint(const std::string& ckpt_dir, Model& model, const
   // experts can resume (each rank reads its experts' rows).
   load_weights(ckpt_dir + "/model.safetensors", model);
   auto r = safetensors::Reader::open(ckpt_dir + "/optimizer.safetensors");
-  for (const Param& p : model.params().all()) {
-    read_tensor(r, "exp_avg/" + p.spec.name, model.backend(), p.m, first_row_of(p));
-    read_tensor(r, "exp_avg_sq/" + p.spec.name, model.backend(), p.v, first_row_of(p));
+  // Dense moments sharded over ranks (ZeRO-1): each rank reads its shard's
+  // elements of the whole tensors.
+  const ParamStore& ps = model.params();
+  Backend& B = model.backend();
+  for (const Param& p : ps.all()) {
+    const int64_t b = p.offset, e = p.offset + p.spec.shape.numel();
+    const std::string m = "exp_avg/" + p.spec.name, v = "exp_avg_sq/" + p.spec.name;
+    if (ps.holds_moments(b, e)) {
+      read_tensor(r, m, B, ps.m(b, e).view(p.spec.shape), first_row_of(p));
+      read_tensor(r, v, B, ps.v(b, e).view(p.spec.shape), first_row_of(p));
+      continue;
+    }
+    const GroupRange own = ps.shard();
+    const int64_t lo = std::clamp(b, own.begin, own.end), hi = std::clamp(e, lo, own.end);
+    read_tensor_part(r, m, B, p.spec.shape, ps.m(lo, hi), lo - b);
+    read_tensor_part(r, v, B, p.spec.shape, ps.v(lo, hi), lo - b);
   }
   return st;
 }

@@ -29,6 +29,11 @@ class Comm {
   // result does not depend on the rank count for power-of-two counts.
   virtual void all_reduce_sum(const Tensor& t, const std::string& what) = 0;
 
+  // Every rank contributes elements [bounds[r], bounds[r+1]) of flat (rank r's
+  // slice, any dtype, in backend memory); afterwards every rank holds every
+  // slice. bounds: world() + 1 non-decreasing element offsets into flat.
+  virtual void all_gather(const Tensor& flat, const std::vector<int64_t>& bounds, const std::string& what) = 0;
+
   // Host values: every rank's vector, concatenated in rank order.
   std::vector<double> all_gather(const std::vector<double>& mine);
   std::vector<std::string> all_gather_bytes(const std::string& mine);

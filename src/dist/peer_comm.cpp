@@ -1,6 +1,12 @@
-// Tensor all-reduce through peer memory, in chunks: every rank copies its
-// chunk into its staging area; each rank sums one slice of the chunk over all
-// ranks (tree order) into its result area; every rank then copies all slices.
+// Tensor collectives through peer memory, in chunks. All-reduce: every rank
+// copies its chunk into its staging area; each rank sums one slice of the
+// chunk over all ranks (tree order) into its result area; every rank then
+// copies all slices. All-gather: every rank copies a chunk of its own slice
+// into its staging area; every rank then copies the other ranks' chunks out.
+//
+// Between collectives a peer may still be reading this rank's result area
+// (the all-reduce returns without a final barrier), never its staging area:
+// a collective writes only the staging area before its first barrier.
 #include <algorithm>
 
 #include "core/error.h"
@@ -18,6 +24,41 @@ class PeerComm final : public Comm {
       : Comm(rdv), g_(g), pm_(pm), offset_(offset), half_(bytes / 2 / 256 * 256) {
     NMOE_CHECK(offset + bytes <= pm.area_bytes(), "all-reduce staging exceeds the peer memory");
     NMOE_CHECK(half_ >= 4096, "all-reduce staging area too small");
+  }
+
+  using Comm::all_gather;
+
+  void all_gather(const Tensor& t, const std::vector<int64_t>& bounds, const std::string& what) override {
+    const int W = world_;
+    NMOE_CHECK(static_cast<int>(bounds.size()) == W + 1, what, ": all_gather needs ", W + 1, " bounds, got ",
+               bounds.size());
+    NMOE_CHECK(bounds[0] >= 0 && bounds[W] <= t.numel(), what, ": all_gather bounds [", bounds[0], ", ", bounds[W],
+               ") exceed the tensor's ", t.numel(), " elements");
+    int64_t longest = 0;
+    for (int r = 0; r < W; ++r) {
+      NMOE_CHECK(bounds[r] <= bounds[r + 1], what, ": all_gather bounds decrease at rank ", r);
+      longest = std::max(longest, bounds[r + 1] - bounds[r]);
+    }
+    if (W == 1 || longest == 0) return;
+    const size_t es = dtype_size(t.dtype);
+    char* data = t.ptr<char>();
+    const int64_t chunk = static_cast<int64_t>(half_ / es);
+    // Rank r's part of the round starting at c0: [first, first + len).
+    auto part = [&](int r, int64_t c0) {
+      const int64_t first = bounds[r] + c0;
+      return std::pair<int64_t, int64_t>(first, std::clamp<int64_t>(bounds[r + 1] - first, 0, chunk));
+    };
+    for (int64_t c0 = 0; c0 < longest; c0 += chunk) {
+      if (auto [first, len] = part(rank_, c0); len > 0) pm_.copy(in_area(rank_), data + first * es, len * es);
+      pm_.sync();
+      g_.barrier(what + " (all-gather publish)");
+      for (int r = 0; r < W; ++r) {
+        if (r == rank_) continue;
+        if (auto [first, len] = part(r, c0); len > 0) pm_.copy(data + first * es, in_area(r), len * es);
+      }
+      pm_.sync();
+      g_.barrier(what + " (all-gather read)");  // peers may overwrite their staging areas from here on
+    }
   }
 
   void all_reduce_sum(const Tensor& t, const std::string& what) override {

@@ -52,6 +52,10 @@ struct ModelOptions {
   // with per-source expert gradient leaves under expert parallelism; otherwise
   // accumulate in place (less memory).
   bool exact_accumulation = true;
+  // ZeRO-1 (world > 1): keep the AdamW moments of this rank's shard of the
+  // replicated parameters only (ParamStore::set_moment_shard); the Optimizer
+  // then needs the Comm of the world ranks to share its updates.
+  bool shard_optimizer_state = false;
 };
 
 struct MemoryPlan {

@@ -95,6 +95,7 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
   final_norm_ = &params_.add({"norm.weight", Shape{D}, ParamGroup::DenseNoDecay, InitKind::Ones, 0});
   lm_head_ = &params_.add({"lm_head.weight", Shape{s.vocab, D}, ParamGroup::DenseNoDecay,
                            InitKind::TruncNormal, 1.0 / std::sqrt(static_cast<double>(D))});
+  if (opt.shard_optimizer_state) params_.set_moment_shard(opt.rank, opt.world);
   params_.allocate(backend_, opt.dtype, opt.act_dtype());
 
   // Activations and workspace in the compute dtype; statistics (rstd, lse,

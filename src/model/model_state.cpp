@@ -49,8 +49,8 @@ void Model::init_weights(uint64_t seed) {
     }
     upload(backend_, p.w, host);
   }
-  backend_.fill(params_.flat_m(), 0.0);
-  backend_.fill(params_.flat_v(), 0.0);
+  backend_.fill(params_.all_m(), 0.0);
+  backend_.fill(params_.all_v(), 0.0);
   for (auto& L : layers_)
     if (L->moe) backend_.fill(L->bias, 0.0);
   sync_compute_weights();

@@ -1,5 +1,7 @@
 #include "model/params.h"
 
+#include <algorithm>
+
 #include "ops/backend.h"
 
 namespace nmoe {
@@ -55,6 +57,39 @@ Tensor ParamStore::group_slice(const Tensor& flat, ParamGroup g) const {
   return flat.slice(r.begin, r.end);
 }
 
+void ParamStore::set_moment_shard(int rank, int world) {
+  NMOE_CHECK(!flat_w_.defined(), "moment shard set after allocation");
+  NMOE_CHECK(world >= 1 && rank >= 0 && rank < world, "bad moment shard ", rank, " of ", world);
+  shard_rank_ = rank;
+  shard_world_ = world;
+}
+
+GroupRange ParamStore::owned(ParamGroup g) const {
+  const GroupRange& r = group(g);
+  if (g == ParamGroup::Expert) return r;
+  const GroupRange s = shard();
+  const int64_t b = std::max(r.begin, s.begin), e = std::min(r.end, s.end);
+  return b < e ? GroupRange{b, e} : GroupRange{b, b};
+}
+
+bool ParamStore::holds_moments(int64_t begin, int64_t end) const {
+  if (begin >= end) return true;
+  const int64_t ex_end = group(ParamGroup::Expert).end;
+  const GroupRange s = shard();
+  return (begin >= 0 && end <= ex_end) || (begin >= s.begin && end <= s.end);
+}
+
+Tensor ParamStore::moments(const Tensor& flat_mv, int64_t begin, int64_t end) const {
+  NMOE_CHECK(flat_mv.defined(), "moments read before allocation");
+  NMOE_CHECK(begin <= end && holds_moments(begin, end), "moments of elements [", begin, ", ", end,
+             ") are not held by this rank (experts [0, ", group(ParamGroup::Expert).end, "), dense shard [",
+             shard().begin, ", ", shard().end, "))");
+  if (begin == end) return flat_mv.slice(0, 0);
+  const int64_t ex_end = group(ParamGroup::Expert).end;
+  const int64_t at = begin < ex_end ? begin : ex_end + (begin - shard().begin);
+  return flat_mv.slice(at, at + (end - begin));
+}
+
 void ParamStore::sync_compute(Backend& backend) {
   if (flat_c_.defined()) backend.convert(flat_c_, flat_w_);
 }
@@ -71,10 +106,17 @@ void ParamStore::allocate(Backend& backend, DType dtype, DType compute_dtype) {
     groups_[gi].end = off;
   }
   total_ = off;
+  // Dense shards in whole 64-element blocks (group and tensor boundaries are
+  // on blocks too), as even as the blocks allow.
+  const GroupRange dense = dense_range();
+  const int64_t blocks = dense.size() / kParamAlign;
+  shard_bounds_.resize(shard_world_ + 1);
+  for (int r = 0; r <= shard_world_; ++r) shard_bounds_[r] = dense.begin + blocks * r / shard_world_ * kParamAlign;
+  const int64_t n_moments = group(ParamGroup::Expert).size() + shard().size();
   w_arena_.reserve(&flat_w_, dtype, Shape{total_});
   g_arena_.reserve(&flat_g_, dtype, Shape{total_});
-  mv_arena_.reserve(&flat_m_, dtype, Shape{total_});
-  mv_arena_.reserve(&flat_v_, dtype, Shape{total_});
+  mv_arena_.reserve(&flat_m_, dtype, Shape{n_moments});
+  mv_arena_.reserve(&flat_v_, dtype, Shape{n_moments});
   if (compute_dtype != dtype) c_arena_.reserve(&flat_c_, compute_dtype, Shape{total_});
   w_arena_.allocate(backend);
   g_arena_.allocate(backend);
@@ -85,8 +127,6 @@ void ParamStore::allocate(Backend& backend, DType dtype, DType compute_dtype) {
     int64_t n = p.spec.shape.numel();
     p.w = flat_w_.slice(p.offset, p.offset + n).view(p.spec.shape);
     p.g = flat_g_.slice(p.offset, p.offset + n).view(p.spec.shape);
-    p.m = flat_m_.slice(p.offset, p.offset + n).view(p.spec.shape);
-    p.v = flat_v_.slice(p.offset, p.offset + n).view(p.spec.shape);
     p.wc = flat_c_.defined() ? flat_c_.slice(p.offset, p.offset + n).view(p.spec.shape) : p.w;
   }
   if (flat_c_.defined()) backend.fill(flat_c_, 0.0);

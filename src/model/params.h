@@ -3,6 +3,13 @@
 // matching flat buffers for gradients and the two AdamW moments. Each group is
 // one contiguous range, so the optimizer is one fused call per group and the
 // global gradient norm is one reduction.
+//
+// With several ranks the moments can be sharded (ZeRO-1, set_moment_shard):
+// the "dense" range (every element after the expert group, replicated on all
+// ranks) is split into contiguous 64-aligned shards, one per rank, and a rank
+// holds the moments of its experts and of its dense shard only. The moment
+// buffers are then [expert group | this rank's dense shard]; moments() maps a
+// flat element range into them. Without a shard they cover the whole buffer.
 #pragma once
 
 #include <array>
@@ -36,7 +43,7 @@ struct ParamSpec {
 struct Param {
   ParamSpec spec;
   int64_t offset = 0;  // element offset in the flat buffers
-  Tensor w, g, m, v;   // views into the flat buffers (master weights, gradients, moments)
+  Tensor w, g;         // views into the flat buffers (master weights, gradients); moments: ParamStore::moments
   Tensor wc;           // the weights the forward and backward read: w itself, or its compute-dtype copy
 };
 
@@ -49,6 +56,9 @@ class ParamStore {
  public:
   // Registers a parameter; the returned reference stays valid.
   Param& add(ParamSpec spec);
+  // ZeRO-1: this store keeps the moments of dense shard `rank` of `world` only
+  // (call before allocate; world 1 keeps every moment).
+  void set_moment_shard(int rank, int world);
   // Lays out and allocates params, grads and both moments in dtype and, when
   // compute_dtype differs, a compute copy of the weights (refreshed by sync_compute).
   void allocate(Backend& backend, DType dtype, DType compute_dtype);
@@ -66,18 +76,42 @@ class ParamStore {
 
   const Tensor& flat_params() const { return flat_w_; }
   const Tensor& flat_grads() const { return flat_g_; }
-  const Tensor& flat_m() const { return flat_m_; }
-  const Tensor& flat_v() const { return flat_v_; }
   Tensor group_slice(const Tensor& flat, ParamGroup g) const;
+
+  // The replicated elements: [group(Expert).end, numel()).
+  GroupRange dense_range() const { return {group(ParamGroup::Expert).end, total_}; }
+  bool moments_sharded() const { return shard_world_ > 1; }
+  int shard_rank() const { return shard_rank_; }
+  int shard_world() const { return shard_world_; }
+  // The dense shards' boundaries (shard_world() + 1 flat offsets, multiples of
+  // 64 elements, from dense_range().begin to numel()); rank r owns [b[r], b[r+1]).
+  const std::vector<int64_t>& shard_bounds() const { return shard_bounds_; }
+  GroupRange shard() const { return {shard_bounds_[shard_rank_], shard_bounds_[shard_rank_ + 1]}; }
+  // The part of group g whose moments this store holds (and whose update this
+  // rank computes): the whole expert group, a dense group's overlap with shard().
+  GroupRange owned(ParamGroup g) const;
+  // Whether this store holds the moments of flat elements [begin, end).
+  bool holds_moments(int64_t begin, int64_t end) const;
+  // The first or second moment (exp_avg, exp_avg_sq) of flat elements [begin,
+  // end), which must be held: a 1-D view into the moment buffers.
+  Tensor m(int64_t begin, int64_t end) const { return moments(flat_m_, begin, end); }
+  Tensor v(int64_t begin, int64_t end) const { return moments(flat_v_, begin, end); }
+  // Every moment this store holds (for zeroing).
+  const Tensor& all_m() const { return flat_m_; }
+  const Tensor& all_v() const { return flat_v_; }
   size_t param_bytes() const { return w_arena_.bytes(); }
   size_t grad_bytes() const { return g_arena_.bytes(); }
   size_t optimizer_bytes() const { return mv_arena_.bytes(); }
   size_t compute_copy_bytes() const { return c_arena_.bytes(); }
 
  private:
+  Tensor moments(const Tensor& flat_mv, int64_t begin, int64_t end) const;
+
   std::deque<Param> params_;
   std::array<GroupRange, kNumParamGroups> groups_{};
   int64_t total_ = 0;
+  int shard_rank_ = 0, shard_world_ = 1;
+  std::vector<int64_t> shard_bounds_;
   Tensor flat_w_, flat_g_, flat_m_, flat_v_, flat_c_;
   Arena w_arena_{"params"}, g_arena_{"grads"}, mv_arena_{"optimizer"}, c_arena_{"compute-weights"};
 };

@@ -18,6 +18,11 @@ Optimizer::Optimizer(const Config& cfg, Model& model, Comm* comm)
       {ParamGroup::DenseDecay, cfg.lr_dense, cfg.decay_floor, cfg.adam_beta2, cfg.weight_decay},
       {ParamGroup::DenseNoDecay, cfg.lr_dense, cfg.decay_floor, cfg.adam_beta2, 0.0},
   }};
+  const ParamStore& ps = model.params();
+  NMOE_CHECK(!ps.moments_sharded() ||
+                 (comm && comm->world() == ps.shard_world() && comm->rank() == ps.shard_rank()),
+             "the optimizer state is sharded over ", ps.shard_world(), " ranks (ZeRO-1) but the optimizer has ",
+             comm ? "a different set of ranks" : "no ranks to share its updates with");
   canonical_norm_ = comm != nullptr || std::string(model.backend().name()) == "cpu";
   int64_t n_partials = 0;
   for (const Param& p : model.params().all()) n_partials += p.spec.per_expert ? p.w.size(0) : 1;
@@ -92,7 +97,10 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
     if (g.id == ParamGroup::Expert) out.lr_expert = lr;
     if (g.id == ParamGroup::Router) out.lr_router = lr;
     if (g.id == ParamGroup::DenseDecay) out.lr_dense = lr;
-    if (ps.group(g.id).size() == 0) continue;
+    // This rank's part of the group: its experts and, with the moments
+    // sharded (ZeRO-1), its dense shard; the rest arrives by the all-gather below.
+    const GroupRange own = ps.owned(g.id);
+    if (own.size() == 0) continue;
     AdamWParams p;
     p.lr = lr;
     p.beta1 = cfg_.adam_beta1;
@@ -101,9 +109,10 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
     p.weight_decay = g.weight_decay;
     p.step = adam_steps_;
     p.max_norm = cfg_.grad_clip;
-    B.adamw(ps.group_slice(ps.flat_params(), g.id), ps.group_slice(ps.flat_grads(), g.id),
-            ps.group_slice(ps.flat_m(), g.id), ps.group_slice(ps.flat_v(), g.id), p, grad_norm_sq_);
+    B.adamw(ps.flat_params().slice(own.begin, own.end), ps.flat_grads().slice(own.begin, own.end),
+            ps.m(own.begin, own.end), ps.v(own.begin, own.end), p, grad_norm_sq_);
   }
+  if (ps.moments_sharded()) comm_->all_gather(ps.flat_params(), ps.shard_bounds(), "dense parameter all-gather");
 
   // Router bias step ramps with the router LR (warmup) and decays with it.
   const Group& r = groups_[static_cast<int>(ParamGroup::Router)];

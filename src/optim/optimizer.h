@@ -1,6 +1,9 @@
 // AdamW over the four parameter groups (experts; router without decay; dense
 // with and without decay) on fp32 master weights and moments, optional global
 // gradient-norm clipping, the WSD schedule, and the router-bias update.
+// With the moments sharded over ranks (ZeRO-1, ParamStore::set_moment_shard)
+// each rank updates its experts and its shard of the replicated parameters,
+// then the ranks all-gather the updated replicated parameters.
 #pragma once
 
 #include <array>
@@ -23,7 +26,7 @@ struct OptimizerStep {
 
 class Optimizer {
  public:
-  // comm: the other ranks (expert parallelism), or null.
+  // comm: the other ranks (expert parallelism, sharded moments), or null.
   Optimizer(const Config& cfg, Model& model, Comm* comm = nullptr);
   // Applies one update from the accumulated gradients. step is 0-based and
   // tokens_seen counts tokens before this step (the schedule's inputs).

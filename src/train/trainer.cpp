@@ -214,6 +214,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
   ModelOptions mo = model_options(cfg, backend);
   mo.rank = ranks.rank;
   mo.world = ranks.world;
+  mo.shard_optimizer_state = ranks.comm != nullptr && ranks.world > 1;  // ZeRO-1 for the replicated parameters
   Model model(cfg, backend, mo);
   if (opts.dist) model.set_transport(opts.dist->transport.get());
   const bool exact = mo.exact_accumulation;
