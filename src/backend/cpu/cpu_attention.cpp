@@ -121,27 +121,12 @@ void attention_bwd_impl(const QkvLayout& L, const Tensor& dout, const Tensor& qk
   }
 }
 
-// out-like tensors are [N, H*Dh] (an [N, H, Dh] view is accepted too).
-void check_head_outputs(const char* op, const char* name, const Tensor& t, const QkvLayout& L) {
-  NMOE_CHECK(t.ndim() >= 1 && t.size(0) == L.N && t.numel() == L.N * L.H * L.Dh, op, ": ", name,
-             " must be [N, H*Dh] = [", L.N, ", ", L.H * L.Dh, "], got ", t.shape.str());
-  check_data(op, name, t);
-}
-
-void check_lse(const char* op, const Tensor& lse, const QkvLayout& L) {
-  NMOE_CHECK(lse.numel() == L.B * L.H * L.T, op, ": lse must be [B, H, T] = [", L.B, ", ", L.H,
-             ", ", L.T, "], got ", lse.shape.str());
-  check_data(op, "lse", lse);
-}
-
 }  // namespace
 
 void CpuBackend::attention_fwd(const Tensor& qkv, int seq_len, double scale, const Tensor& out,
                                const Tensor& lse) {
   const char* op = "attention_fwd";
-  const QkvLayout L = qkv_layout(op, qkv, seq_len);
-  check_head_outputs(op, "out", out, L);
-  check_lse(op, lse, L);
+  const QkvLayout L = ops::check_attention_fwd(qkv, seq_len, out, lse);
   dispatch_float(op, {{"qkv", qkv}, {"out", out}, {"lse", lse}}, [&](auto tag) {
     attention_fwd_impl<decltype(tag)>(L, qkv, scale, out, lse);
   });
@@ -151,13 +136,7 @@ void CpuBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Tens
                                const Tensor& lse, int seq_len, double scale,
                                const Tensor& dqkv) {
   const char* op = "attention_bwd";
-  const QkvLayout L = qkv_layout(op, qkv, seq_len);
-  check_head_outputs(op, "dout", dout, L);
-  check_head_outputs(op, "out", out, L);
-  check_lse(op, lse, L);
-  NMOE_CHECK(dqkv.shape == qkv.shape, op, ": dqkv must have qkv's shape ", qkv.shape.str(),
-             ", got ", dqkv.shape.str());
-  check_data(op, "dqkv", dqkv);
+  const QkvLayout L = ops::check_attention_bwd(dout, qkv, out, lse, seq_len, dqkv);
   dispatch_float(op,
                  {{"dout", dout}, {"qkv", qkv}, {"out", out}, {"lse", lse}, {"dqkv", dqkv}},
                  [&](auto tag) {

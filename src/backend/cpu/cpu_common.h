@@ -11,57 +11,19 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "ops/op_checks.h"
 
 namespace nmoe::cpu {
 
-// ---- argument checks ----------------------------------------------------------
-// Every check names the op and the argument so a failure says what to fix.
-
-struct NamedTensor {
-  const char* name;
-  Tensor t;
-};
-
-// A tensor that will be read or written must have memory unless it is empty.
-inline void check_data(const char* op, const char* name, const Tensor& t) {
-  NMOE_CHECK(t.data != nullptr || t.numel() == 0, op, ": ", name, " ", t.shape.str(),
-             " has no data");
-}
-
-inline void check_dtype(const char* op, const char* name, const Tensor& t, DType want) {
-  NMOE_CHECK(t.dtype == want, op, ": ", name, " must be ", dtype_name(want), ", got ",
-             dtype_name(t.dtype));
-}
-
-// t viewed as a 2-D matrix [rows, cols] (leading dims flattened).
-inline void check_matrix(const char* op, const char* name, const Tensor& t, int64_t rows,
-                         int64_t cols) {
-  NMOE_CHECK(t.ndim() >= 1 && t.rows() == rows && t.cols() == cols, op, ": ", name,
-             " must be [", rows, ", ", cols, "] (leading dims flattened), got ", t.shape.str());
-  check_data(op, name, t);
-}
-
-inline void check_numel(const char* op, const char* name, const Tensor& t, int64_t n) {
-  NMOE_CHECK(t.numel() == n, op, ": ", name, " must have ", n, " elements, got ",
-             t.shape.str());
-  check_data(op, name, t);
-}
-
-inline void check_index_tensor(const char* op, const char* name, const Tensor& t, int64_t n) {
-  check_dtype(op, name, t, DType::I32);
-  check_numel(op, name, t, n);
-}
-
-// Scalar results: F64 with one element.
-inline void check_scalar_f64(const char* op, const char* name, const Tensor& t) {
-  NMOE_CHECK(t.defined(), op, ": ", name, " (F64 [1]) is undefined");
-  check_dtype(op, name, t, DType::F64);
-  check_numel(op, name, t, 1);
-}
-
-inline void check_fits_i32(const char* op, const char* what, int64_t n) {
-  NMOE_CHECK(n >= 0 && n <= INT32_MAX, op, ": ", what, " = ", n, " does not fit in I32");
-}
+// ---- argument checks (shared with every backend: ops/op_checks.h) -------------
+using ops::check_data;
+using ops::check_dtype;
+using ops::check_fits_i32;
+using ops::check_index_tensor;
+using ops::check_matrix;
+using ops::check_numel;
+using ops::check_scalar_f64;
+using ops::NamedTensor;
 
 // ---- float dtype dispatch -------------------------------------------------------
 // All float tensors of one call share one dtype, F32 or F64. Calls fn(float{})

@@ -86,8 +86,7 @@ double cross_entropy_impl(const CeShape& s, const CeArgs& a, void* scratch) {
   return total;
 }
 
-void check_targets(const char* op, const Tensor& targets, int64_t N, int64_t V) {
-  check_index_tensor(op, "targets", targets, N);
+void check_target_values(const char* op, const Tensor& targets, int64_t N, int64_t V) {
   const int32_t* t = targets.ptr<int32_t>();
   for (int64_t i = 0; i < N; ++i)
     NMOE_CHECK(t[i] < V, op, ": targets[", i, "] = ", t[i], " is not below the vocab size ", V);
@@ -99,14 +98,9 @@ void CpuBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& t
                                int64_t ignore_index, double grad_scale, int64_t chunk_rows,
                                const Tensor& loss_sum, const Tensor& dh, const Tensor& dW) {
   const char* op = "cross_entropy";
-  NMOE_CHECK(W.ndim() == 2, op, ": W must be [V, D], got ", W.shape.str());
-  NMOE_CHECK(h.ndim() >= 1, op, ": h must be [N, D], got ", h.shape.str());
-  NMOE_CHECK(chunk_rows > 0, op, ": chunk_rows must be positive, got ", chunk_rows);
-  CeShape s{h.rows(), W.size(1), W.size(0), 0};
-  check_data(op, "W", W);
-  check_matrix(op, "h", h, s.N, s.D);
-  check_scalar_f64(op, "loss_sum", loss_sum);
-  check_targets(op, targets, s.N, s.V);
+  const ops::EmbedDims d = ops::check_cross_entropy(h, W, targets, chunk_rows, loss_sum, dh, dW);
+  CeShape s{d.N, d.D, d.V, 0};
+  check_target_values(op, targets, s.N, s.V);
   s.chunk = std::max<int64_t>(1, std::min(chunk_rows, s.N));
   const CeArgs args{h, W, targets.ptr<int32_t>(), ignore_index, grad_scale, dh, dW};
   auto run = [&](auto tag) {
@@ -115,9 +109,6 @@ void CpuBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& t
     loss_sum.ptr<double>()[0] += cross_entropy_impl<T>(s, args, buf);
   };
   if (dh.defined()) {
-    check_matrix(op, "dh", dh, s.N, s.D);
-    NMOE_CHECK(dW.defined(), op, ": dW must be defined when dh is");
-    check_matrix(op, "dW", dW, s.V, s.D);
     dispatch_float(op, {{"h", h}, {"W", W}, {"dh", dh}, {"dW", dW}}, run);
   } else {
     dispatch_float(op, {{"h", h}, {"W", W}}, run);

@@ -11,20 +11,6 @@ namespace {
 
 constexpr int64_t kElementwiseGrain = 1 << 14;
 
-// offsets [E+1] I32: offsets[0] = 0, non-decreasing, offsets[E] = rows.
-const int32_t* checked_offsets(const char* op, const Tensor& offsets, int64_t experts,
-                               int64_t rows) {
-  check_index_tensor(op, "offsets", offsets, experts + 1);
-  const int32_t* off = offsets.ptr<int32_t>();
-  NMOE_CHECK(off[0] == 0, op, ": offsets[0] must be 0, got ", off[0]);
-  for (int64_t e = 0; e < experts; ++e)
-    NMOE_CHECK(off[e + 1] >= off[e], op, ": offsets must be non-decreasing, offsets[", e,
-               "] = ", off[e], " > offsets[", e + 1, "] = ", off[e + 1]);
-  NMOE_CHECK(off[experts] == rows, op, ": offsets[E] = ", off[experts],
-             " must equal the number of rows ", rows);
-  return off;
-}
-
 template <class T>
 void grouped_matmul_impl(const Tensor& X, const Tensor& W, bool transW, const int32_t* off,
                          const Tensor& Y) {
@@ -66,22 +52,10 @@ void add_impl(const Tensor& out, const Tensor& a, const Tensor& b, double alpha)
 void CpuBackend::matmul(const Tensor& A, bool transA, const Tensor& B, bool transB,
                         const Tensor& C, double alpha, double beta) {
   const char* op = "matmul";
-  NMOE_CHECK(A.ndim() >= 1 && B.ndim() >= 1 && C.ndim() >= 1, op,
-             ": A, B, C need at least one dim, got ", A.shape.str(), ", ", B.shape.str(), ", ",
-             C.shape.str());
-  const int64_t M = transA ? A.cols() : A.rows();
-  const int64_t K = transA ? A.rows() : A.cols();
-  const int64_t Kb = transB ? B.cols() : B.rows();
-  const int64_t N = transB ? B.rows() : B.cols();
-  NMOE_CHECK(K == Kb, op, ": inner dims differ: op(A) is [", M, ", ", K, "] (A ", A.shape.str(),
-             transA ? " transposed" : "", "), op(B) is [", Kb, ", ", N, "] (B ", B.shape.str(),
-             transB ? " transposed" : "", ")");
-  check_matrix(op, "C", C, M, N);
-  check_data(op, "A", A);
-  check_data(op, "B", B);
+  const ops::MatmulDims d = ops::check_matmul(A, transA, B, transB, C);
   dispatch_float(op, {{"A", A}, {"B", B}, {"C", C}}, [&](auto tag) {
     using T = decltype(tag);
-    gemm<T>(transA, transB, M, N, K, alpha, A.ptr<T>(), A.cols(), B.ptr<T>(), B.cols(), beta,
+    gemm<T>(transA, transB, d.M, d.N, d.K, alpha, A.ptr<T>(), A.cols(), B.ptr<T>(), B.cols(), beta,
             C.ptr<T>(), C.cols());
   });
 }
@@ -89,13 +63,9 @@ void CpuBackend::matmul(const Tensor& A, bool transA, const Tensor& B, bool tran
 void CpuBackend::grouped_matmul(const Tensor& X, const Tensor& W, bool transW,
                                 const Tensor& offsets, const Tensor& Y) {
   const char* op = "grouped_matmul";
-  NMOE_CHECK(W.ndim() == 3, op, ": W must be [E, R, S], got ", W.shape.str());
-  check_data(op, "W", W);
-  const int64_t E = W.size(0), R = W.size(1), S = W.size(2);
-  const int64_t M = X.rows();
-  check_matrix(op, "X", X, M, transW ? S : R);
-  check_matrix(op, "Y", Y, M, transW ? R : S);
-  const int32_t* off = checked_offsets(op, offsets, E, M);
+  const ops::GroupedDims d = ops::check_grouped_matmul(X, W, transW, offsets, Y);
+  const int32_t* off = offsets.ptr<int32_t>();
+  ops::check_offset_values(op, off, d.E, d.M);
   dispatch_float(op, {{"X", X}, {"W", W}, {"Y", Y}}, [&](auto tag) {
     grouped_matmul_impl<decltype(tag)>(X, W, transW, off, Y);
   });
@@ -104,13 +74,9 @@ void CpuBackend::grouped_matmul(const Tensor& X, const Tensor& W, bool transW,
 void CpuBackend::grouped_matmul_wgrad(const Tensor& dY, const Tensor& X, const Tensor& offsets,
                                       const Tensor& dW) {
   const char* op = "grouped_matmul_wgrad";
-  NMOE_CHECK(dW.ndim() == 3, op, ": dW must be [E, R, S], got ", dW.shape.str());
-  check_data(op, "dW", dW);
-  const int64_t E = dW.size(0), R = dW.size(1), S = dW.size(2);
-  const int64_t M = dY.rows();
-  check_matrix(op, "dY", dY, M, R);
-  check_matrix(op, "X", X, M, S);
-  const int32_t* off = checked_offsets(op, offsets, E, M);
+  const ops::GroupedDims d = ops::check_grouped_matmul_wgrad(dY, X, offsets, dW);
+  const int32_t* off = offsets.ptr<int32_t>();
+  ops::check_offset_values(op, off, d.E, d.M);
   dispatch_float(op, {{"dY", dY}, {"X", X}, {"dW", dW}}, [&](auto tag) {
     grouped_wgrad_impl<decltype(tag)>(dY, X, off, dW);
   });
@@ -118,12 +84,7 @@ void CpuBackend::grouped_matmul_wgrad(const Tensor& dY, const Tensor& X, const T
 
 void CpuBackend::add(const Tensor& out, const Tensor& a, const Tensor& b, double alpha) {
   const char* op = "add";
-  NMOE_CHECK(a.numel() == b.numel() && out.numel() == a.numel(), op,
-             ": element counts differ: out ", out.shape.str(), ", a ", a.shape.str(), ", b ",
-             b.shape.str());
-  check_data(op, "out", out);
-  check_data(op, "a", a);
-  check_data(op, "b", b);
+  ops::check_add(out, a, b);
   dispatch_float(op, {{"out", out}, {"a", a}, {"b", b}}, [&](auto tag) {
     add_impl<decltype(tag)>(out, a, b, alpha);
   });

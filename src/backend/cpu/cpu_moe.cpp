@@ -11,10 +11,10 @@ using namespace cpu;
 
 namespace {
 
-// pos [slots] must be a permutation of [0, slots): every destination row is
-// written exactly once, so parallel scatters never race.
+// pos [slots] (shape checked by ops/op_checks.h) must be a permutation of
+// [0, slots): every destination row is written exactly once, so parallel
+// scatters never race.
 const int32_t* checked_permutation(const char* op, const Tensor& pos, int64_t slots) {
-  check_index_tensor(op, "pos", pos, slots);
   const int32_t* p = pos.ptr<int32_t>();
   std::vector<char> seen(slots, 0);
   for (int64_t s = 0; s < slots; ++s) {
@@ -23,12 +23,6 @@ const int32_t* checked_permutation(const char* op, const Tensor& pos, int64_t sl
     seen[p[s]] = 1;
   }
   return p;
-}
-
-int64_t checked_top_k(const char* op, int top_k, int64_t tokens) {
-  NMOE_CHECK(top_k >= 1, op, ": top_k must be >= 1, got ", top_k);
-  check_fits_i32(op, "slots N*K", tokens * top_k);
-  return top_k;
 }
 
 template <class T>
@@ -86,13 +80,7 @@ void combine_bwd_impl(const Tensor& dout, const Tensor& ye, const int32_t* pos,
 void CpuBackend::moe_plan(const Tensor& idx, int n_experts, const Tensor& offsets,
                           const Tensor& pos) {
   const char* op = "moe_plan";
-  NMOE_CHECK(n_experts > 0, op, ": n_experts must be positive, got ", n_experts);
-  check_dtype(op, "idx", idx, DType::I32);
-  check_data(op, "idx", idx);
-  const int64_t slots = idx.numel();
-  check_fits_i32(op, "slots N*K", slots);
-  check_index_tensor(op, "offsets", offsets, int64_t{n_experts} + 1);
-  check_index_tensor(op, "pos", pos, slots);
+  const int64_t slots = ops::check_moe_plan(idx, n_experts, offsets, pos);
   const int32_t* id = idx.ptr<int32_t>();
   std::vector<int32_t> next(n_experts + 1, 0);
   for (int64_t s = 0; s < slots; ++s) {
@@ -108,11 +96,9 @@ void CpuBackend::moe_plan(const Tensor& idx, int n_experts, const Tensor& offset
 
 void CpuBackend::moe_dispatch(const Tensor& x, const Tensor& pos, int top_k, const Tensor& xe) {
   const char* op = "moe_dispatch";
-  NMOE_CHECK(x.ndim() >= 1, op, ": x must be [N, D], got ", x.shape.str());
-  const int64_t N = x.rows(), D = x.cols(), K = checked_top_k(op, top_k, x.rows());
-  check_matrix(op, "x", x, N, D);
-  check_matrix(op, "xe", xe, N * K, D);
-  const int32_t* p = checked_permutation(op, pos, N * K);
+  const ops::RowsDims d = ops::check_moe_dispatch(x, pos, top_k, xe);
+  const int64_t K = d.K;
+  const int32_t* p = checked_permutation(op, pos, d.N * K);
   dispatch_float(op, {{"x", x}, {"xe", xe}}, [&](auto tag) {
     dispatch_impl<decltype(tag)>(x, p, K, xe);
   });
@@ -121,11 +107,9 @@ void CpuBackend::moe_dispatch(const Tensor& x, const Tensor& pos, int top_k, con
 void CpuBackend::moe_dispatch_bwd(const Tensor& dxe, const Tensor& pos, int top_k,
                                   const Tensor& dx) {
   const char* op = "moe_dispatch_bwd";
-  NMOE_CHECK(dx.ndim() >= 1, op, ": dx must be [N, D], got ", dx.shape.str());
-  const int64_t N = dx.rows(), D = dx.cols(), K = checked_top_k(op, top_k, dx.rows());
-  check_matrix(op, "dx", dx, N, D);
-  check_matrix(op, "dxe", dxe, N * K, D);
-  const int32_t* p = checked_permutation(op, pos, N * K);
+  const ops::RowsDims d = ops::check_moe_dispatch_bwd(dxe, pos, top_k, dx);
+  const int64_t K = d.K;
+  const int32_t* p = checked_permutation(op, pos, d.N * K);
   dispatch_float(op, {{"dxe", dxe}, {"dx", dx}}, [&](auto tag) {
     dispatch_bwd_impl<decltype(tag)>(dxe, p, K, dx);
   });
@@ -134,14 +118,8 @@ void CpuBackend::moe_dispatch_bwd(const Tensor& dxe, const Tensor& pos, int top_
 void CpuBackend::moe_combine(const Tensor& ye, const Tensor& pos, const Tensor& gates,
                              const Tensor& out) {
   const char* op = "moe_combine";
-  NMOE_CHECK(out.ndim() >= 1 && gates.ndim() >= 1, op, ": out must be [N, D] and gates [N, K], "
-             "got ", out.shape.str(), " and ", gates.shape.str());
-  const int64_t N = out.rows(), D = out.cols(), K = gates.cols();
-  checked_top_k(op, static_cast<int>(K), N);
-  check_matrix(op, "out", out, N, D);
-  check_matrix(op, "gates", gates, N, K);
-  check_matrix(op, "ye", ye, N * K, D);
-  const int32_t* p = checked_permutation(op, pos, N * K);
+  const ops::RowsDims d = ops::check_moe_combine(ye, pos, gates, out);
+  const int32_t* p = checked_permutation(op, pos, d.N * d.K);
   dispatch_float(op, {{"ye", ye}, {"gates", gates}, {"out", out}}, [&](auto tag) {
     combine_impl<decltype(tag)>(ye, p, gates, out);
   });
@@ -150,16 +128,8 @@ void CpuBackend::moe_combine(const Tensor& ye, const Tensor& pos, const Tensor& 
 void CpuBackend::moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tensor& pos,
                                  const Tensor& gates, const Tensor& dye, const Tensor& dgates) {
   const char* op = "moe_combine_bwd";
-  NMOE_CHECK(dout.ndim() >= 1 && gates.ndim() >= 1, op, ": dout must be [N, D] and gates [N, K],"
-             " got ", dout.shape.str(), " and ", gates.shape.str());
-  const int64_t N = dout.rows(), D = dout.cols(), K = gates.cols();
-  checked_top_k(op, static_cast<int>(K), N);
-  check_matrix(op, "dout", dout, N, D);
-  check_matrix(op, "gates", gates, N, K);
-  check_matrix(op, "ye", ye, N * K, D);
-  check_matrix(op, "dye", dye, N * K, D);
-  check_matrix(op, "dgates", dgates, N, K);
-  const int32_t* p = checked_permutation(op, pos, N * K);
+  const ops::RowsDims d = ops::check_moe_combine_bwd(dout, ye, pos, gates, dye, dgates);
+  const int32_t* p = checked_permutation(op, pos, d.N * d.K);
   dispatch_float(op,
                  {{"dout", dout}, {"ye", ye}, {"gates", gates}, {"dye", dye}, {"dgates", dgates}},
                  [&](auto tag) { combine_bwd_impl<decltype(tag)>(dout, ye, p, gates, dye, dgates); });

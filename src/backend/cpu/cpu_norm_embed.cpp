@@ -11,8 +11,7 @@ using namespace cpu;
 
 namespace {
 
-void check_tokens(const char* op, const Tensor& tokens, int64_t n, int64_t vocab) {
-  check_index_tensor(op, "tokens", tokens, n);
+void check_token_values(const char* op, const Tensor& tokens, int64_t n, int64_t vocab) {
   const int32_t* tok = tokens.ptr<int32_t>();
   for (int64_t i = 0; i < n; ++i)
     NMOE_CHECK(tok[i] >= 0 && tok[i] < vocab, op, ": tokens[", i, "] = ", tok[i],
@@ -122,11 +121,8 @@ void rmsnorm_bwd_impl(const Tensor& dy, const Tensor& x, const Tensor& w, const 
 
 void CpuBackend::embedding_fwd(const Tensor& W, const Tensor& tokens, const Tensor& out) {
   const char* op = "embedding_fwd";
-  NMOE_CHECK(W.ndim() == 2, op, ": W must be [V, D], got ", W.shape.str());
-  check_data(op, "W", W);
-  const int64_t N = out.rows();
-  check_matrix(op, "out", out, N, W.size(1));
-  check_tokens(op, tokens, N, W.size(0));
+  const ops::EmbedDims d = ops::check_embedding_fwd(W, tokens, out);
+  check_token_values(op, tokens, d.N, d.V);
   dispatch_float(op, {{"W", W}, {"out", out}}, [&](auto tag) {
     embedding_fwd_impl<decltype(tag)>(W, tokens.ptr<int32_t>(), out);
   });
@@ -134,13 +130,10 @@ void CpuBackend::embedding_fwd(const Tensor& W, const Tensor& tokens, const Tens
 
 void CpuBackend::embedding_bwd(const Tensor& dout, const Tensor& tokens, const Tensor& dW) {
   const char* op = "embedding_bwd";
-  NMOE_CHECK(dW.ndim() == 2, op, ": dW must be [V, D], got ", dW.shape.str());
-  check_data(op, "dW", dW);
-  const int64_t N = dout.rows();
-  check_matrix(op, "dout", dout, N, dW.size(1));
-  check_tokens(op, tokens, N, dW.size(0));
+  const ops::EmbedDims d = ops::check_embedding_bwd(dout, tokens, dW);
+  check_token_values(op, tokens, d.N, d.V);
   dispatch_float(op, {{"dout", dout}, {"dW", dW}}, [&](auto tag) {
-    const TokensById groups = group_tokens(tokens.ptr<int32_t>(), N, dW.size(0));
+    const TokensById groups = group_tokens(tokens.ptr<int32_t>(), d.N, d.V);
     embedding_bwd_impl<decltype(tag)>(dout, groups, dW);
   });
 }
@@ -148,13 +141,7 @@ void CpuBackend::embedding_bwd(const Tensor& dout, const Tensor& tokens, const T
 void CpuBackend::rmsnorm_fwd(const Tensor& x, const Tensor& w, double eps, const Tensor& y,
                              const Tensor& rstd) {
   const char* op = "rmsnorm_fwd";
-  NMOE_CHECK(x.ndim() >= 1, op, ": x must be [N, D], got ", x.shape.str());
-  const int64_t N = x.rows(), D = x.cols();
-  check_matrix(op, "x", x, N, D);
-  check_numel(op, "w", w, D);
-  check_matrix(op, "y", y, N, D);
-  check_numel(op, "rstd", rstd, N);
-  NMOE_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+  ops::check_rmsnorm_fwd(x, w, eps, y, rstd);
   dispatch_float(op, {{"x", x}, {"w", w}, {"y", y}, {"rstd", rstd}}, [&](auto tag) {
     rmsnorm_fwd_impl<decltype(tag)>(x, w, eps, y, rstd);
   });
@@ -163,14 +150,7 @@ void CpuBackend::rmsnorm_fwd(const Tensor& x, const Tensor& w, double eps, const
 void CpuBackend::rmsnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor& w,
                              const Tensor& rstd, const Tensor& dx, const Tensor& dw) {
   const char* op = "rmsnorm_bwd";
-  NMOE_CHECK(x.ndim() >= 1, op, ": x must be [N, D], got ", x.shape.str());
-  const int64_t N = x.rows(), D = x.cols();
-  check_matrix(op, "x", x, N, D);
-  check_matrix(op, "dy", dy, N, D);
-  check_numel(op, "w", w, D);
-  check_numel(op, "rstd", rstd, N);
-  check_matrix(op, "dx", dx, N, D);
-  check_numel(op, "dw", dw, D);
+  ops::check_rmsnorm_bwd(dy, x, w, rstd, dx, dw);
   dispatch_float(op, {{"dy", dy}, {"x", x}, {"w", w}, {"rstd", rstd}, {"dx", dx}, {"dw", dw}},
                  [&](auto tag) { rmsnorm_bwd_impl<decltype(tag)>(dy, x, w, rstd, dx, dw); });
 }

@@ -67,8 +67,7 @@ void adamw_impl(const Tensor& param, const Tensor& grad, const Tensor& m, const 
 
 void CpuBackend::sum_squares(const Tensor& x, const Tensor& out) {
   const char* op = "sum_squares";
-  check_data(op, "x", x);
-  check_scalar_f64(op, "out", out);
+  ops::check_sum_squares(x, out);
   dispatch_float(op, {{"x", x}}, [&](auto tag) {
     out.ptr<double>()[0] += sum_squares_impl<decltype(tag)>(x);
   });
@@ -77,13 +76,7 @@ void CpuBackend::sum_squares(const Tensor& x, const Tensor& out) {
 void CpuBackend::adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                        const AdamWParams& p, const Tensor& grad_norm_sq) {
   const char* op = "adamw";
-  const int64_t n = param.numel();
-  check_data(op, "param", param);
-  check_numel(op, "grad", grad, n);
-  check_numel(op, "m", m, n);
-  check_numel(op, "v", v, n);
-  NMOE_CHECK(p.step >= 1, op, ": step is 1-based, got ", p.step);
-  if (p.max_norm > 0) check_scalar_f64(op, "grad_norm_sq", grad_norm_sq);
+  ops::check_adamw(param, grad, m, v, p, grad_norm_sq);
   const AdamStep step = adam_step(p, grad_norm_sq);
   dispatch_float(op, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}}, [&](auto tag) {
     adamw_impl<decltype(tag)>(param, grad, m, v, step);

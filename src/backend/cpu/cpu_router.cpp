@@ -17,9 +17,7 @@ namespace {
 // Below this the gate normalizer max(sum, 1e-12) is clamped (and constant).
 constexpr double kMinGateSum = 1e-12;
 
-struct RouterShape {
-  int64_t N = 0, E = 0, K = 0;
-};
+using ops::RouterShape;
 
 // Every id in [0, E); with `distinct`, no id twice in one row.
 void check_expert_ids(const char* op, const Tensor& idx, const RouterShape& s, bool distinct) {
@@ -110,27 +108,13 @@ void router_bwd_impl(const RouterShape& s, const Tensor& dgates, const Tensor& s
   });
 }
 
-RouterShape router_shape(const char* op, const Tensor& scores_like, int64_t K) {
-  NMOE_CHECK(scores_like.ndim() >= 1, op, ": expected [N, E], got ", scores_like.shape.str());
-  RouterShape s{scores_like.rows(), scores_like.cols(), K};
-  NMOE_CHECK(s.K >= 1 && s.K <= s.E, op, ": top_k = ", s.K, " must be in [1, E = ", s.E, "]");
-  return s;
-}
-
 }  // namespace
 
 void CpuBackend::router_fwd(const Tensor& logits, const Tensor& bias, const RouterParams& p,
                             const Tensor& scores, const Tensor& idx, const Tensor& gates,
                             const Tensor& counts) {
   const char* op = "router_fwd";
-  const RouterShape s = router_shape(op, logits, p.top_k);
-  check_matrix(op, "logits", logits, s.N, s.E);
-  check_numel(op, "bias", bias, s.E);
-  check_matrix(op, "scores", scores, s.N, s.E);
-  check_dtype(op, "idx", idx, DType::I32);
-  check_matrix(op, "idx", idx, s.N, s.K);
-  check_matrix(op, "gates", gates, s.N, s.K);
-  check_index_tensor(op, "counts", counts, s.E);
+  const RouterShape s = ops::check_router_fwd(logits, bias, p, scores, idx, gates, counts);
   if (p.use_given_indices) check_expert_ids(op, idx, s, /*distinct=*/true);
   dispatch_float(op, {{"logits", logits}, {"bias", bias}, {"scores", scores}, {"gates", gates}},
                  [&](auto tag) {
@@ -144,13 +128,7 @@ void CpuBackend::router_fwd(const Tensor& logits, const Tensor& bias, const Rout
 void CpuBackend::router_bwd(const Tensor& dgates, const Tensor& scores, const Tensor& idx,
                             const RouterParams& p, const Tensor& dlogits) {
   const char* op = "router_bwd";
-  const RouterShape s = router_shape(op, scores, idx.ndim() >= 1 ? idx.cols() : 0);
-  NMOE_CHECK(s.K == p.top_k, op, ": idx has ", s.K, " columns but top_k = ", p.top_k);
-  check_matrix(op, "scores", scores, s.N, s.E);
-  check_dtype(op, "idx", idx, DType::I32);
-  check_matrix(op, "idx", idx, s.N, s.K);
-  check_matrix(op, "dgates", dgates, s.N, s.K);
-  check_matrix(op, "dlogits", dlogits, s.N, s.E);
+  const RouterShape s = ops::check_router_bwd(dgates, scores, idx, p, dlogits);
   check_expert_ids(op, idx, s, /*distinct=*/false);
   dispatch_float(op, {{"dgates", dgates}, {"scores", scores}, {"dlogits", dlogits}},
                  [&](auto tag) {

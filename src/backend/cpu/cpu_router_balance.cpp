@@ -75,13 +75,8 @@ void bias_update_impl(const Tensor& bias, const int32_t* counts, int64_t E, doub
 void CpuBackend::moe_aux_loss(const Tensor& gates, const Tensor& idx, int n_experts,
                               double weight, const Tensor& loss, const Tensor& dgates) {
   const char* op = "moe_aux_loss";
-  NMOE_CHECK(n_experts > 0, op, ": n_experts must be positive, got ", n_experts);
-  NMOE_CHECK(gates.ndim() >= 1, op, ": gates must be [N, K], got ", gates.shape.str());
-  const int64_t N = gates.rows(), K = gates.cols();
-  check_matrix(op, "gates", gates, N, K);
-  check_dtype(op, "idx", idx, DType::I32);
-  check_matrix(op, "idx", idx, N, K);
-  check_scalar_f64(op, "loss", loss);
+  const ops::RowsDims d = ops::check_moe_aux_loss(gates, idx, n_experts, loss, dgates);
+  const int64_t N = d.N, K = d.K;
   const int32_t* id = idx.ptr<int32_t>();
   for (int64_t i = 0; i < N * K; ++i)
     NMOE_CHECK(id[i] >= 0 && id[i] < n_experts, op, ": idx[", i / K, ", ", i % K, "] = ", id[i],
@@ -90,7 +85,6 @@ void CpuBackend::moe_aux_loss(const Tensor& gates, const Tensor& idx, int n_expe
     aux_loss_impl<decltype(tag)>(gates, id, N, K, n_experts, weight, loss, dgates);
   };
   if (dgates.defined()) {
-    check_matrix(op, "dgates", dgates, N, K);
     dispatch_float(op, {{"gates", gates}, {"dgates", dgates}}, run);
   } else {
     dispatch_float(op, {{"gates", gates}}, run);
@@ -99,9 +93,7 @@ void CpuBackend::moe_aux_loss(const Tensor& gates, const Tensor& idx, int n_expe
 
 void CpuBackend::router_bias_update(const Tensor& bias, const Tensor& counts, double gamma) {
   const char* op = "router_bias_update";
-  NMOE_CHECK(bias.numel() > 0, op, ": bias must be [E] with E > 0, got ", bias.shape.str());
-  check_data(op, "bias", bias);
-  check_index_tensor(op, "counts", counts, bias.numel());
+  ops::check_router_bias_update(bias, counts);
   const int32_t* c = counts.ptr<int32_t>();
   for (int64_t e = 0; e < bias.numel(); ++e)
     NMOE_CHECK(c[e] >= 0, op, ": counts[", e, "] = ", c[e], " is negative");

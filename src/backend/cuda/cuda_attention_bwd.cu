@@ -208,13 +208,7 @@ void CudaBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Ten
                                 const Tensor& lse, int seq_len, double scale,
                                 const Tensor& dqkv) {
   const char* op = "attention_bwd";
-  const QkvLayout L = qkv_layout(op, qkv, seq_len);
-  check_head_outputs(op, "dout", dout, L);
-  check_head_outputs(op, "out", out, L);
-  check_lse(op, lse, L);
-  NMOE_CHECK(dqkv.shape == qkv.shape, op, ": dqkv must have qkv's shape ", qkv.shape.str(),
-             ", got ", dqkv.shape.str());
-  check_data(op, "dqkv", dqkv);
+  const QkvLayout L = ops::check_attention_bwd(dout, qkv, out, lse, seq_len, dqkv);
   dispatch_act(op, {{"dout", dout}, {"qkv", qkv}, {"out", out}, {"dqkv", dqkv}}, {{"lse", lse}},
                [&](auto tag) {
     using T = decltype(tag);

@@ -6,38 +6,9 @@
 
 namespace nmoe::cuda {
 
-struct QkvLayout {
-  int64_t N = 0, H = 0, Dh = 0, T = 0, B = 0;
-};
-
-inline QkvLayout qkv_layout(const char* op, const Tensor& qkv, int seq_len) {
-  NMOE_CHECK(qkv.ndim() == 4 && qkv.size(1) == 3, op, ": qkv must be [N, 3, H, Dh], got ",
-             qkv.shape.str());
-  check_data(op, "qkv", qkv);
-  QkvLayout L;
-  L.N = qkv.size(0);
-  L.H = qkv.size(2);
-  L.Dh = qkv.size(3);
-  L.T = seq_len;
-  NMOE_CHECK(seq_len > 0 && L.N % seq_len == 0, op, ": seq_len ", seq_len,
-             " must be positive and divide the token count N = ", L.N);
-  L.B = L.N / seq_len;
-  return L;
-}
-
-// out-like tensors are [N, H*Dh] (an [N, H, Dh] view is accepted too).
-inline void check_head_outputs(const char* op, const char* name, const Tensor& t,
-                               const QkvLayout& L) {
-  NMOE_CHECK(t.ndim() >= 1 && t.size(0) == L.N && t.numel() == L.N * L.H * L.Dh, op, ": ", name,
-             " must be [N, H*Dh] = [", L.N, ", ", L.H * L.Dh, "], got ", t.shape.str());
-  check_data(op, name, t);
-}
-
-inline void check_lse(const char* op, const Tensor& lse, const QkvLayout& L) {
-  NMOE_CHECK(lse.numel() == L.B * L.H * L.T, op, ": lse must be [B, H, T] = [", L.B, ", ", L.H,
-             ", ", L.T, "], got ", lse.shape.str());
-  check_data(op, "lse", lse);
-}
+// The layout and its checks are shared with every backend (ops/op_checks.h).
+using ops::QkvLayout;
+using ops::qkv_layout;
 
 // ---- tiled kernels ------------------------------------------------------------------
 // Attention kernels work on tiles of kTile queries and kTile keys per (b, h):

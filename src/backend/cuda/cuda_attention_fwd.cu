@@ -100,9 +100,7 @@ void launch_fwd(const char* op, cudaStream_t stream, const QkvLayout& L, const T
 void CudaBackend::attention_fwd(const Tensor& qkv, int seq_len, double scale, const Tensor& out,
                                 const Tensor& lse) {
   const char* op = "attention_fwd";
-  const QkvLayout L = qkv_layout(op, qkv, seq_len);
-  check_head_outputs(op, "out", out, L);
-  check_lse(op, lse, L);
+  const QkvLayout L = ops::check_attention_fwd(qkv, seq_len, out, lse);
   dispatch_act(op, {{"qkv", qkv}, {"out", out}}, {{"lse", lse}}, [&](auto tag) {
     using T = decltype(tag);
     if (L.N == 0 || L.H == 0) return;

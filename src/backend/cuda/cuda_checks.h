@@ -1,4 +1,5 @@
-// Host-side argument checks of the CUDA backend's ops (plain C++). They run
+// Host-side argument checks of the CUDA backend's ops (plain C++); the checks
+// every backend shares are in ops/op_checks.h. They run
 // before any launch, so a shape error throws with nothing enqueued. Values that
 // live on the device (token ids, expert ids, offsets) are checked by the
 // kernels themselves, which raise the backend's device error flag instead
@@ -12,52 +13,18 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "ops/op_checks.h"
 
 namespace nmoe::cuda {
 
-struct NamedTensor {
-  const char* name;
-  Tensor t;
-};
-
-inline void check_data(const char* op, const char* name, const Tensor& t) {
-  NMOE_CHECK(t.data != nullptr || t.numel() == 0, op, ": ", name, " ", t.shape.str(),
-             " has no data");
-}
-
-inline void check_dtype(const char* op, const char* name, const Tensor& t, DType want) {
-  NMOE_CHECK(t.dtype == want, op, ": ", name, " must be ", dtype_name(want), ", got ",
-             dtype_name(t.dtype));
-}
-
-// t viewed as a 2-D matrix [rows, cols] (leading dims flattened).
-inline void check_matrix(const char* op, const char* name, const Tensor& t, int64_t rows,
-                         int64_t cols) {
-  NMOE_CHECK(t.ndim() >= 1 && t.rows() == rows && t.cols() == cols, op, ": ", name,
-             " must be [", rows, ", ", cols, "] (leading dims flattened), got ", t.shape.str());
-  check_data(op, name, t);
-}
-
-inline void check_numel(const char* op, const char* name, const Tensor& t, int64_t n) {
-  NMOE_CHECK(t.numel() == n, op, ": ", name, " must have ", n, " elements, got ",
-             t.shape.str());
-  check_data(op, name, t);
-}
-
-inline void check_index_tensor(const char* op, const char* name, const Tensor& t, int64_t n) {
-  check_dtype(op, name, t, DType::I32);
-  check_numel(op, name, t, n);
-}
-
-inline void check_scalar_f64(const char* op, const char* name, const Tensor& t) {
-  NMOE_CHECK(t.defined(), op, ": ", name, " (F64 [1]) is undefined");
-  check_dtype(op, name, t, DType::F64);
-  check_numel(op, name, t, 1);
-}
-
-inline void check_fits_i32(const char* op, const char* what, int64_t n) {
-  NMOE_CHECK(n >= 0 && n <= INT32_MAX, op, ": ", what, " = ", n, " does not fit in I32");
-}
+using ops::check_data;
+using ops::check_dtype;
+using ops::check_fits_i32;
+using ops::check_index_tensor;
+using ops::check_matrix;
+using ops::check_numel;
+using ops::check_scalar_f64;
+using ops::NamedTensor;
 
 // Ops whose float tensors are all F32 in either precision mode (router forward,
 // aux loss, bias update, sum_squares, adamw: statistics, master weights and

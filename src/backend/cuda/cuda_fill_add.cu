@@ -114,12 +114,7 @@ void CudaBackend::convert(const Tensor& dst, const Tensor& src) {
 
 void CudaBackend::add(const Tensor& out, const Tensor& a, const Tensor& b, double alpha) {
   const char* op = "add";
-  NMOE_CHECK(a.numel() == b.numel() && out.numel() == a.numel(), op,
-             ": element counts differ: out ", out.shape.str(), ", a ", a.shape.str(), ", b ",
-             b.shape.str());
-  check_data(op, "out", out);
-  check_data(op, "a", a);
-  check_data(op, "b", b);
+  ops::check_add(out, a, b);
   dispatch_act(op, {{"out", out}, {"a", a}, {"b", b}}, {}, [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = out.numel();

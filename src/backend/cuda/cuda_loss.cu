@@ -69,20 +69,9 @@ void CudaBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& 
                                 int64_t ignore_index, double grad_scale, int64_t chunk_rows,
                                 const Tensor& loss_sum, const Tensor& dh, const Tensor& dW) {
   const char* op = "cross_entropy";
-  NMOE_CHECK(W.ndim() == 2, op, ": W must be [V, D], got ", W.shape.str());
-  NMOE_CHECK(h.ndim() >= 1, op, ": h must be [N, D], got ", h.shape.str());
-  NMOE_CHECK(chunk_rows > 0, op, ": chunk_rows must be positive, got ", chunk_rows);
-  const int64_t N = h.rows(), D = W.size(1), V = W.size(0);
-  check_data(op, "W", W);
-  check_matrix(op, "h", h, N, D);
-  check_scalar_f64(op, "loss_sum", loss_sum);
-  check_index_tensor(op, "targets", targets, N);
+  const ops::EmbedDims dims = ops::check_cross_entropy(h, W, targets, chunk_rows, loss_sum, dh, dW);
+  const int64_t N = dims.N, D = dims.D, V = dims.V;
   const bool grad = dh.defined();
-  if (grad) {
-    check_matrix(op, "dh", dh, N, D);
-    NMOE_CHECK(dW.defined(), op, ": dW must be defined when dh is");
-    check_matrix(op, "dW", dW, V, D);
-  }
   // Logits are F32 in both modes (BF16 inputs: tensor-core GEMM with an F32
   // output); the logit gradient G is in the activation dtype T for the two
   // backward GEMMs; dW is F32 (parameter gradient) in BF16 mode.

@@ -67,14 +67,8 @@ namespace {
 // Host copy of offsets [E+1] (one documented sync), checked like the CPU backend.
 const int32_t* checked_offsets(CudaBackend& be, const char* op, const Tensor& offsets,
                                int64_t experts, int64_t rows) {
-  check_index_tensor(op, "offsets", offsets, experts + 1);
   const int32_t* off = be.offsets_to_host(offsets, op);
-  NMOE_CHECK(off[0] == 0, op, ": offsets[0] must be 0, got ", off[0]);
-  for (int64_t e = 0; e < experts; ++e)
-    NMOE_CHECK(off[e + 1] >= off[e], op, ": offsets must be non-decreasing, offsets[", e,
-               "] = ", off[e], " > offsets[", e + 1, "] = ", off[e + 1]);
-  NMOE_CHECK(off[experts] == rows, op, ": offsets[E] = ", off[experts],
-             " must equal the number of rows ", rows);
+  ops::check_offset_values(op, off, experts, rows);
   return off;
 }
 
@@ -83,24 +77,12 @@ const int32_t* checked_offsets(CudaBackend& be, const char* op, const Tensor& of
 void CudaBackend::matmul(const Tensor& A, bool transA, const Tensor& B, bool transB,
                          const Tensor& C, double alpha, double beta) {
   const char* op = "matmul";
-  NMOE_CHECK(A.ndim() >= 1 && B.ndim() >= 1 && C.ndim() >= 1, op,
-             ": A, B, C need at least one dim, got ", A.shape.str(), ", ", B.shape.str(), ", ",
-             C.shape.str());
-  const int64_t M = transA ? A.cols() : A.rows();
-  const int64_t K = transA ? A.rows() : A.cols();
-  const int64_t Kb = transB ? B.cols() : B.rows();
-  const int64_t N = transB ? B.rows() : B.cols();
-  NMOE_CHECK(K == Kb, op, ": inner dims differ: op(A) is [", M, ", ", K, "] (A ", A.shape.str(),
-             transA ? " transposed" : "", "), op(B) is [", Kb, ", ", N, "] (B ", B.shape.str(),
-             transB ? " transposed" : "", ")");
-  check_matrix(op, "C", C, M, N);
-  check_data(op, "A", A);
-  check_data(op, "B", B);
+  const ops::MatmulDims d = ops::check_matmul(A, transA, B, transB, C);
   // F32 x F32 -> F32, or BF16 x BF16 -> BF16 or F32 (e.g. router logits, weight gradients).
   const bool mixed_out = A.dtype == DType::BF16 && C.dtype == DType::F32;
   const DType ab = mixed_out ? act_dtype(op, {{"A", A}, {"B", B}}, {{"C", C}})
                              : act_dtype(op, {{"A", A}, {"B", B}, {"C", C}}, {});
-  gemm(*this, op, ab, C.dtype, transA, transB, M, N, K, alpha, A.data, A.cols(), B.data, B.cols(),
+  gemm(*this, op, ab, C.dtype, transA, transB, d.M, d.N, d.K, alpha, A.data, A.cols(), B.data, B.cols(),
        beta, C.data, C.cols());
 }
 
@@ -110,12 +92,8 @@ void CudaBackend::matmul(const Tensor& A, bool transA, const Tensor& B, bool tra
 void CudaBackend::grouped_matmul(const Tensor& X, const Tensor& W, bool transW,
                                  const Tensor& offsets, const Tensor& Y) {
   const char* op = "grouped_matmul";
-  NMOE_CHECK(W.ndim() == 3, op, ": W must be [E, R, S], got ", W.shape.str());
-  check_data(op, "W", W);
-  const int64_t E = W.size(0), R = W.size(1), S = W.size(2);
-  const int64_t M = X.rows();
-  check_matrix(op, "X", X, M, transW ? S : R);
-  check_matrix(op, "Y", Y, M, transW ? R : S);
+  const ops::GroupedDims g = ops::check_grouped_matmul(X, W, transW, offsets, Y);
+  const int64_t E = g.E, R = g.R, S = g.S, M = g.M;
   dispatch_act(op, {{"X", X}, {"W", W}, {"Y", Y}}, {}, [&](auto tag) {
     using T = decltype(tag);
     const int32_t* off = checked_offsets(*this, op, offsets, E, M);
@@ -133,12 +111,8 @@ void CudaBackend::grouped_matmul(const Tensor& X, const Tensor& W, bool transW,
 void CudaBackend::grouped_matmul_wgrad(const Tensor& dY, const Tensor& X, const Tensor& offsets,
                                        const Tensor& dW) {
   const char* op = "grouped_matmul_wgrad";
-  NMOE_CHECK(dW.ndim() == 3, op, ": dW must be [E, R, S], got ", dW.shape.str());
-  check_data(op, "dW", dW);
-  const int64_t E = dW.size(0), R = dW.size(1), S = dW.size(2);
-  const int64_t M = dY.rows();
-  check_matrix(op, "dY", dY, M, R);
-  check_matrix(op, "X", X, M, S);
+  const ops::GroupedDims g = ops::check_grouped_matmul_wgrad(dY, X, offsets, dW);
+  const int64_t E = g.E, R = g.R, S = g.S, M = g.M;
   // dW is F32 (parameter gradient) or the inputs' dtype.
   const bool mixed_out = dY.dtype == DType::BF16 && dW.dtype == DType::F32;
   auto run = [&](auto tag) {

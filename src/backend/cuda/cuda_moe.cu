@@ -119,12 +119,6 @@ __global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* po
   }
 }
 
-int64_t checked_top_k(const char* op, int top_k, int64_t tokens) {
-  NMOE_CHECK(top_k >= 1, op, ": top_k must be >= 1, got ", top_k);
-  check_fits_i32(op, "slots N*K", tokens * top_k);
-  return top_k;
-}
-
 int sort_bits(int n_experts) {
   int bits = 1;
   while (bits < 31 && (1 << bits) < n_experts) ++bits;
@@ -138,13 +132,7 @@ int sort_bits(int n_experts) {
 void CudaBackend::moe_plan(const Tensor& idx, int n_experts, const Tensor& offsets,
                            const Tensor& pos) {
   const char* op = "moe_plan";
-  NMOE_CHECK(n_experts > 0, op, ": n_experts must be positive, got ", n_experts);
-  check_dtype(op, "idx", idx, DType::I32);
-  check_data(op, "idx", idx);
-  const int64_t slots = idx.numel();
-  check_fits_i32(op, "slots N*K", slots);
-  check_index_tensor(op, "offsets", offsets, int64_t{n_experts} + 1);
-  check_index_tensor(op, "pos", pos, slots);
+  const int64_t slots = ops::check_moe_plan(idx, n_experts, offsets, pos);
   const int n = static_cast<int>(slots), bits = sort_bits(n_experts);
   size_t temp_bytes = 0;
   NMOE_CUDA_CHECK(op, cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const int32_t*)nullptr,
@@ -176,11 +164,8 @@ void CudaBackend::moe_plan(const Tensor& idx, int n_experts, const Tensor& offse
 
 void CudaBackend::moe_dispatch(const Tensor& x, const Tensor& pos, int top_k, const Tensor& xe) {
   const char* op = "moe_dispatch";
-  NMOE_CHECK(x.ndim() >= 1, op, ": x must be [N, D], got ", x.shape.str());
-  const int64_t N = x.rows(), D = x.cols(), K = checked_top_k(op, top_k, x.rows());
-  check_matrix(op, "x", x, N, D);
-  check_matrix(op, "xe", xe, N * K, D);
-  check_index_tensor(op, "pos", pos, N * K);
+  const ops::RowsDims d = ops::check_moe_dispatch(x, pos, top_k, xe);
+  const int64_t N = d.N, D = d.D, K = d.K;
   dispatch_act(op, {{"x", x}, {"xe", xe}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * K * D == 0) return;
@@ -193,11 +178,8 @@ void CudaBackend::moe_dispatch(const Tensor& x, const Tensor& pos, int top_k, co
 void CudaBackend::moe_dispatch_bwd(const Tensor& dxe, const Tensor& pos, int top_k,
                                    const Tensor& dx) {
   const char* op = "moe_dispatch_bwd";
-  NMOE_CHECK(dx.ndim() >= 1, op, ": dx must be [N, D], got ", dx.shape.str());
-  const int64_t N = dx.rows(), D = dx.cols(), K = checked_top_k(op, top_k, dx.rows());
-  check_matrix(op, "dx", dx, N, D);
-  check_matrix(op, "dxe", dxe, N * K, D);
-  check_index_tensor(op, "pos", pos, N * K);
+  const ops::RowsDims d = ops::check_moe_dispatch_bwd(dxe, pos, top_k, dx);
+  const int64_t N = d.N, D = d.D, K = d.K;
   dispatch_act(op, {{"dxe", dxe}, {"dx", dx}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * D == 0) return;
@@ -210,14 +192,8 @@ void CudaBackend::moe_dispatch_bwd(const Tensor& dxe, const Tensor& pos, int top
 void CudaBackend::moe_combine(const Tensor& ye, const Tensor& pos, const Tensor& gates,
                               const Tensor& out) {
   const char* op = "moe_combine";
-  NMOE_CHECK(out.ndim() >= 1 && gates.ndim() >= 1, op, ": out must be [N, D] and gates [N, K], "
-             "got ", out.shape.str(), " and ", gates.shape.str());
-  const int64_t N = out.rows(), D = out.cols(), K = gates.cols();
-  checked_top_k(op, static_cast<int>(K), N);
-  check_matrix(op, "out", out, N, D);
-  check_matrix(op, "gates", gates, N, K);
-  check_matrix(op, "ye", ye, N * K, D);
-  check_index_tensor(op, "pos", pos, N * K);
+  const ops::RowsDims d = ops::check_moe_combine(ye, pos, gates, out);
+  const int64_t N = d.N, D = d.D, K = d.K;
   dispatch_act(op, {{"ye", ye}, {"out", out}}, {{"gates", gates}}, [&](auto tag) {
     using T = decltype(tag);
     if (N * D == 0) return;
@@ -231,16 +207,8 @@ void CudaBackend::moe_combine(const Tensor& ye, const Tensor& pos, const Tensor&
 void CudaBackend::moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tensor& pos,
                                   const Tensor& gates, const Tensor& dye, const Tensor& dgates) {
   const char* op = "moe_combine_bwd";
-  NMOE_CHECK(dout.ndim() >= 1 && gates.ndim() >= 1, op, ": dout must be [N, D] and gates [N, K],"
-             " got ", dout.shape.str(), " and ", gates.shape.str());
-  const int64_t N = dout.rows(), D = dout.cols(), K = gates.cols();
-  checked_top_k(op, static_cast<int>(K), N);
-  check_matrix(op, "dout", dout, N, D);
-  check_matrix(op, "gates", gates, N, K);
-  check_matrix(op, "ye", ye, N * K, D);
-  check_matrix(op, "dye", dye, N * K, D);
-  check_matrix(op, "dgates", dgates, N, K);
-  check_index_tensor(op, "pos", pos, N * K);
+  const ops::RowsDims d = ops::check_moe_combine_bwd(dout, ye, pos, gates, dye, dgates);
+  const int64_t N = d.N, D = d.D, K = d.K;
   dispatch_act(op, {{"dout", dout}, {"ye", ye}, {"dye", dye}},
                {{"gates", gates}, {"dgates", dgates}}, [&](auto tag) {
     using T = decltype(tag);

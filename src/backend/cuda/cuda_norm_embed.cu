@@ -115,11 +115,8 @@ int bits_for(int64_t max_value) {
 
 void CudaBackend::embedding_fwd(const Tensor& W, const Tensor& tokens, const Tensor& out) {
   const char* op = "embedding_fwd";
-  NMOE_CHECK(W.ndim() == 2, op, ": W must be [V, D], got ", W.shape.str());
-  check_data(op, "W", W);
-  const int64_t N = out.rows(), V = W.size(0), D = W.size(1);
-  check_matrix(op, "out", out, N, D);
-  check_index_tensor(op, "tokens", tokens, N);
+  const ops::EmbedDims d = ops::check_embedding_fwd(W, tokens, out);
+  const int64_t N = d.N, V = d.V, D = d.D;
   dispatch_act(op, {{"W", W}, {"out", out}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N == 0 || D == 0) return;
@@ -133,11 +130,8 @@ void CudaBackend::embedding_fwd(const Tensor& W, const Tensor& tokens, const Ten
 // vocabulary row is updated by one block adding its tokens' rows in token order.
 void CudaBackend::embedding_bwd(const Tensor& dout, const Tensor& tokens, const Tensor& dW) {
   const char* op = "embedding_bwd";
-  NMOE_CHECK(dW.ndim() == 2, op, ": dW must be [V, D], got ", dW.shape.str());
-  check_data(op, "dW", dW);
-  const int64_t N = dout.rows(), V = dW.size(0), D = dW.size(1);
-  check_matrix(op, "dout", dout, N, D);
-  check_index_tensor(op, "tokens", tokens, N);
+  const ops::EmbedDims d = ops::check_embedding_bwd(dout, tokens, dW);
+  const int64_t N = d.N, V = d.V, D = d.D;
   check_fits_i32(op, "tokens N", N);
   dispatch_act(op, {{"dout", dout}}, {{"dW", dW}}, [&](auto tag) {
     using T = decltype(tag);
@@ -166,13 +160,8 @@ void CudaBackend::embedding_bwd(const Tensor& dout, const Tensor& tokens, const 
 void CudaBackend::rmsnorm_fwd(const Tensor& x, const Tensor& w, double eps, const Tensor& y,
                               const Tensor& rstd) {
   const char* op = "rmsnorm_fwd";
-  NMOE_CHECK(x.ndim() >= 1, op, ": x must be [N, D], got ", x.shape.str());
-  const int64_t N = x.rows(), D = x.cols();
-  check_matrix(op, "x", x, N, D);
-  check_numel(op, "w", w, D);
-  check_matrix(op, "y", y, N, D);
-  check_numel(op, "rstd", rstd, N);
-  NMOE_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
+  const ops::RowsDims d = ops::check_rmsnorm_fwd(x, w, eps, y, rstd);
+  const int64_t N = d.N, D = d.D;
   dispatch_act(op, {{"x", x}, {"w", w}, {"y", y}}, {{"rstd", rstd}}, [&](auto tag) {
     using T = decltype(tag);
     if (N == 0) return;
@@ -185,14 +174,8 @@ void CudaBackend::rmsnorm_fwd(const Tensor& x, const Tensor& w, double eps, cons
 void CudaBackend::rmsnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor& w,
                               const Tensor& rstd, const Tensor& dx, const Tensor& dw) {
   const char* op = "rmsnorm_bwd";
-  NMOE_CHECK(x.ndim() >= 1, op, ": x must be [N, D], got ", x.shape.str());
-  const int64_t N = x.rows(), D = x.cols();
-  check_matrix(op, "x", x, N, D);
-  check_matrix(op, "dy", dy, N, D);
-  check_numel(op, "w", w, D);
-  check_numel(op, "rstd", rstd, N);
-  check_matrix(op, "dx", dx, N, D);
-  check_numel(op, "dw", dw, D);
+  const ops::RowsDims d = ops::check_rmsnorm_bwd(dy, x, w, rstd, dx, dw);
+  const int64_t N = d.N, D = d.D;
   dispatch_act(op, {{"dy", dy}, {"x", x}, {"w", w}, {"dx", dx}}, {{"rstd", rstd}, {"dw", dw}},
                [&](auto tag) {
     using T = decltype(tag);

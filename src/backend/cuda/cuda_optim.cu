@@ -60,8 +60,7 @@ __global__ void adamw_kernel(T* param, const T* grad, T* m, T* v, int64_t n, Ada
 
 void CudaBackend::sum_squares(const Tensor& x, const Tensor& out) {
   const char* op = "sum_squares";
-  check_data(op, "x", x);
-  check_scalar_f64(op, "out", out);
+  ops::check_sum_squares(x, out);
   dispatch_float(op, {{"x", x}}, [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = x.numel();
@@ -80,13 +79,8 @@ void CudaBackend::sum_squares(const Tensor& x, const Tensor& out) {
 void CudaBackend::adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                         const AdamWParams& p, const Tensor& grad_norm_sq) {
   const char* op = "adamw";
+  ops::check_adamw(param, grad, m, v, p, grad_norm_sq);
   const int64_t n = param.numel();
-  check_data(op, "param", param);
-  check_numel(op, "grad", grad, n);
-  check_numel(op, "m", m, n);
-  check_numel(op, "v", v, n);
-  NMOE_CHECK(p.step >= 1, op, ": step is 1-based, got ", p.step);
-  if (p.max_norm > 0) check_scalar_f64(op, "grad_norm_sq", grad_norm_sq);
   const double t = static_cast<double>(p.step);
   AdamCoef c;
   c.decay = static_cast<float>(1.0 - p.lr * p.weight_decay);

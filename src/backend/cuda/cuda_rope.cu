@@ -27,23 +27,13 @@ __global__ void rope_kernel(T* qkv, const float* cos, const float* sin, int64_t 
   }
 }
 
-void check_table(const char* name, const Tensor& table, int seq_len, int64_t half) {
-  NMOE_CHECK(table.ndim() == 2 && table.size(0) >= seq_len && table.size(1) == half,
-             "rope: ", name, " must be [T_max >= seq_len = ", seq_len, ", Dh/2 = ", half,
-             "], got ", table.shape.str());
-  check_data("rope", name, table);
-}
-
 }  // namespace
 
 void CudaBackend::rope(const Tensor& qkv, const Tensor& cos, const Tensor& sin, int seq_len,
                        bool inverse) {
   const char* op = "rope";
-  const QkvLayout L = qkv_layout(op, qkv, seq_len);
-  NMOE_CHECK(L.Dh % 2 == 0, op, ": head dim must be even, got qkv ", qkv.shape.str());
+  const QkvLayout L = ops::check_rope(qkv, cos, sin, seq_len);
   const int64_t half = L.Dh / 2;
-  check_table("cos", cos, seq_len, half);
-  check_table("sin", sin, seq_len, half);
   dispatch_act(op, {{"qkv", qkv}}, {{"cos", cos}, {"sin", sin}}, [&](auto tag) {
     using T = decltype(tag);
     const int64_t pairs = L.N * 2 * L.H * half;

@@ -124,17 +124,7 @@ __global__ void router_bwd_kernel(const float* dgates, const float* scores, cons
   }
 }
 
-struct RouterShape {
-  int64_t N = 0, E = 0, K = 0;
-};
-
-RouterShape router_shape(const char* op, const Tensor& scores_like, int64_t K) {
-  NMOE_CHECK(scores_like.ndim() >= 1, op, ": expected [N, E], got ", scores_like.shape.str());
-  RouterShape s{scores_like.rows(), scores_like.cols(), K};
-  NMOE_CHECK(s.K >= 1 && s.K <= s.E, op, ": top_k = ", s.K, " must be in [1, E = ", s.E, "]");
-  check_fits_i32(op, "E", s.E);
-  return s;
-}
+using ops::RouterShape;
 
 unsigned row_blocks(int64_t N) { return unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock); }
 
@@ -144,14 +134,8 @@ void CudaBackend::router_fwd(const Tensor& logits, const Tensor& bias, const Rou
                              const Tensor& scores, const Tensor& idx, const Tensor& gates,
                              const Tensor& counts) {
   const char* op = "router_fwd";
-  const RouterShape s = router_shape(op, logits, p.top_k);
-  check_matrix(op, "logits", logits, s.N, s.E);
-  check_numel(op, "bias", bias, s.E);
-  check_matrix(op, "scores", scores, s.N, s.E);
-  check_dtype(op, "idx", idx, DType::I32);
-  check_matrix(op, "idx", idx, s.N, s.K);
-  check_matrix(op, "gates", gates, s.N, s.K);
-  check_index_tensor(op, "counts", counts, s.E);
+  const RouterShape s = ops::check_router_fwd(logits, bias, p, scores, idx, gates, counts);
+  check_fits_i32(op, "E", s.E);
   dispatch_float(op, {{"logits", logits}, {"bias", bias}, {"scores", scores}, {"gates", gates}},
                  [&](auto tag) {
     using T = decltype(tag);
@@ -167,13 +151,8 @@ void CudaBackend::router_fwd(const Tensor& logits, const Tensor& bias, const Rou
 void CudaBackend::router_bwd(const Tensor& dgates, const Tensor& scores, const Tensor& idx,
                              const RouterParams& p, const Tensor& dlogits) {
   const char* op = "router_bwd";
-  const RouterShape s = router_shape(op, scores, idx.ndim() >= 1 ? idx.cols() : 0);
-  NMOE_CHECK(s.K == p.top_k, op, ": idx has ", s.K, " columns but top_k = ", p.top_k);
-  check_matrix(op, "scores", scores, s.N, s.E);
-  check_dtype(op, "idx", idx, DType::I32);
-  check_matrix(op, "idx", idx, s.N, s.K);
-  check_matrix(op, "dgates", dgates, s.N, s.K);
-  check_matrix(op, "dlogits", dlogits, s.N, s.E);
+  const RouterShape s = ops::check_router_bwd(dgates, scores, idx, p, dlogits);
+  check_fits_i32(op, "E", s.E);
   // dlogits is an activation gradient (F32 or BF16); dgates and scores are F32.
   dispatch_act(op, {{"dlogits", dlogits}}, {{"dgates", dgates}, {"scores", scores}},
                [&](auto tag) {

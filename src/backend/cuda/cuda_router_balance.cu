@@ -104,15 +104,9 @@ __global__ void bias_update_kernel(T* bias, const int32_t* counts, int E, double
 void CudaBackend::moe_aux_loss(const Tensor& gates, const Tensor& idx, int n_experts,
                                double weight, const Tensor& loss, const Tensor& dgates) {
   const char* op = "moe_aux_loss";
-  NMOE_CHECK(n_experts > 0, op, ": n_experts must be positive, got ", n_experts);
-  NMOE_CHECK(gates.ndim() >= 1, op, ": gates must be [N, K], got ", gates.shape.str());
-  const int64_t N = gates.rows(), K = gates.cols();
-  check_matrix(op, "gates", gates, N, K);
-  check_dtype(op, "idx", idx, DType::I32);
-  check_matrix(op, "idx", idx, N, K);
-  check_scalar_f64(op, "loss", loss);
+  const ops::RowsDims d = ops::check_moe_aux_loss(gates, idx, n_experts, loss, dgates);
+  const int64_t N = d.N, K = d.K;
   check_fits_i32(op, "K", K);
-  if (dgates.defined()) check_matrix(op, "dgates", dgates, N, K);
   auto run = [&](auto tag) {
     using T = decltype(tag);
     const int E = n_experts;
@@ -145,9 +139,7 @@ void CudaBackend::moe_aux_loss(const Tensor& gates, const Tensor& idx, int n_exp
 
 void CudaBackend::router_bias_update(const Tensor& bias, const Tensor& counts, double gamma) {
   const char* op = "router_bias_update";
-  NMOE_CHECK(bias.numel() > 0, op, ": bias must be [E] with E > 0, got ", bias.shape.str());
-  check_data(op, "bias", bias);
-  check_index_tensor(op, "counts", counts, bias.numel());
+  ops::check_router_bias_update(bias, counts);
   check_fits_i32(op, "E", bias.numel());
   dispatch_float(op, {{"bias", bias}}, [&](auto tag) {
     using T = decltype(tag);
