@@ -5,7 +5,7 @@ SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libtomlplusplus-dev libsqlite3-dev
       nlohmann-json3-dev libgtest-dev git libpcre2-dev libcurl4-openssl-dev libzstd-dev libsnappy-dev
-      zlib1g-dev libutf8proc-dev)
+      zlib1g-dev libutf8proc-dev procps)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

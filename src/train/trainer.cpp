@@ -97,6 +97,19 @@ struct Ranks {
   double tree_total(const std::vector<double>& mine) const {
     return tree_sum(comm ? comm->all_gather(mine) : mine);
   }
+  // Two per-leaf series of equal length on every rank, in one exchange.
+  std::pair<double, double> tree_totals(const std::vector<double>& a, const std::vector<double>& b) const {
+    std::vector<double> both(a);
+    both.insert(both.end(), b.begin(), b.end());
+    if (comm) both = comm->all_gather(both);
+    const size_t per = a.size() + b.size();
+    std::vector<double> ta, tb;
+    for (size_t r = 0; r * per < both.size(); ++r) {
+      ta.insert(ta.end(), both.begin() + r * per, both.begin() + r * per + a.size());
+      tb.insert(tb.end(), both.begin() + r * per + a.size(), both.begin() + (r + 1) * per);
+    }
+    return {tree_sum(ta), tree_sum(tb)};
+  }
 };
 
 double validation_loss(const Config& cfg, Model& model, const Ranks& ranks, bool exact) {
@@ -323,8 +336,8 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     accumulator.finish();
     if (ranks.comm)
       for (const Tensor& c : model.router_counts()) ranks.comm->all_reduce_sum(c, "router expert counts");
-    const double loss = count > 0 ? ranks.tree_total(leaf_loss) / static_cast<double>(count) : 0.0;
-    const double aux = ranks.tree_total(leaf_aux);
+    const auto [loss_sum, aux] = ranks.tree_totals(leaf_loss, leaf_aux);
+    const double loss = count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
     if (!std::isfinite(loss) || !std::isfinite(aux)) {
       res.status = "failed_nan";
       out.line("error: loss is not finite at step " + std::to_string(s) +
