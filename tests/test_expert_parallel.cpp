@@ -246,24 +246,33 @@ TEST(ExpertParallelLaunch, TorchrunStyleEnvironment) {
   EXPECT_EQ(losses[1].value, a.losses[1]);
 }
 
+// Starts `n train cfg.toml --nproc nproc` in dir for a long run, as a child in
+// its own process group, output to dir/out.log; returns its pid.
+pid_t start_long_run(const std::string& dir, int nproc) {
+  write_byte_shards(dir + "/data");
+  fs::write_file_atomic(dir + "/cfg.toml", std::string(kMoe) + kTraining, false);
+  const std::string log = dir + "/out.log", ranks = std::to_string(nproc);
+  pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);
+    if (chdir(dir.c_str()) != 0) _exit(126);
+    if (!freopen(log.c_str(), "w", stdout)) _exit(126);
+    dup2(fileno(stdout), 2);
+    execl(test::n_binary().c_str(), "n", "train", "cfg.toml", "--nproc", ranks.c_str(), "--set", "steps=100000",
+          "--set", "data_path=\"data\"", "--set", "checkpoint_dir=\"ckpt\"", "--set", "checkpoint_every=100000",
+          "--set", "experiments_db=\"exp.db\"", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
 // Ctrl-C on the launcher: every rank stops at the same step, saves one
 // checkpoint together and exits 130.
 TEST(ExpertParallelLaunch, InterruptStopsAllRanksWithACheckpoint) {
   test::TempDir d;
-  write_byte_shards(d.path + "/data");
-  fs::write_file_atomic(d.path + "/cfg.toml", std::string(kMoe) + kTraining, false);
   const std::string log = d.path + "/out.log";
-  pid_t launcher = fork();
+  const pid_t launcher = start_long_run(d.path, 2);
   ASSERT_GE(launcher, 0);
-  if (launcher == 0) {
-    if (chdir(d.path.c_str()) != 0) _exit(126);
-    freopen(log.c_str(), "w", stdout);
-    dup2(fileno(stdout), 2);
-    execl(test::n_binary().c_str(), "n", "train", "cfg.toml", "--nproc", "2", "--set", "steps=100000", "--set",
-          "data_path=\"data\"", "--set", "checkpoint_dir=\"ckpt\"", "--set", "checkpoint_every=100000", "--set",
-          "experiments_db=\"exp.db\"", static_cast<char*>(nullptr));
-    _exit(127);
-  }
   auto t0 = std::chrono::steady_clock::now();
   while (read_or_empty(log).find("step 3/") == std::string::npos &&
          std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60))
@@ -280,22 +289,9 @@ TEST(ExpertParallelLaunch, InterruptStopsAllRanksWithACheckpoint) {
 
 TEST(ExpertParallelFailure, KilledRankStopsTheOthersWithAnError) {
   test::TempDir d;
-  write_byte_shards(d.path + "/data");
-  fs::write_file_atomic(d.path + "/cfg.toml", std::string(kMoe) + kTraining, false);
   const std::string log = d.path + "/out.log";
-  pid_t launcher = fork();
+  const pid_t launcher = start_long_run(d.path, 4);
   ASSERT_GE(launcher, 0);
-  if (launcher == 0) {
-    setpgid(0, 0);
-    const std::string cfg = d.path + "/cfg.toml";
-    freopen(log.c_str(), "w", stdout);
-    dup2(fileno(stdout), 2);
-    execl(test::n_binary().c_str(), "n", "train", cfg.c_str(), "--nproc", "4", "--set", "steps=100000",
-          "--set", ("data_path=\"" + d.path + "/data\"").c_str(), "--set",
-          ("checkpoint_dir=\"" + d.path + "/ckpt\"").c_str(), "--set", "checkpoint_every=100000", "--set",
-          ("experiments_db=\"" + d.path + "/exp.db\"").c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
   // Wait until training runs, then kill -9 one worker.
   auto t0 = std::chrono::steady_clock::now();
   pid_t victim = -1;
