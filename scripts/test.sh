@@ -4,8 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
+jobs=$(bash scripts/cpus.sh)
 cd build
-if ! ctest --output-on-failure -j"$(nproc)" "$@"; then
+echo "test: $jobs parallel tests"
+if ! ctest --output-on-failure -j"$jobs" "$@"; then
   # Repeat the failures last so their messages end the log.
   echo "=== failed tests, run again ==="
   ctest --rerun-failed --output-on-failure || true

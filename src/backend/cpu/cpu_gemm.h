@@ -70,7 +70,9 @@ void gemm(bool transA, bool transB, int64_t M, int64_t N, int64_t K, double alph
   const int64_t tiles = tile_rows * ((N + kTileCols - 1) / kTileCols);
   const CBLAS_TRANSPOSE ta = transA ? CblasTrans : CblasNoTrans;
   const CBLAS_TRANSPOSE tb = transB ? CblasTrans : CblasNoTrans;
-#pragma omp parallel
+  // A single tile needs no team: starting one costs a barrier per call, and
+  // barriers dominate small models (and crawl when cores are oversubscribed).
+#pragma omp parallel if (tiles > 1)
   {
     // A team of one is not an active region: keep OpenBLAS from threading anyway.
     if (!omp_in_parallel()) omp_set_num_threads(1);
