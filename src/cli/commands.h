@@ -19,6 +19,8 @@ int cmd_train(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
 int cmd_data(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
+int cmd_eval(const std::vector<std::string>& args);
+int cmd_speedrun(const std::vector<std::string>& args);
 int cmd_bench_rdep(const std::vector<std::string>& args);
 int cmd_dist_selftest(const std::vector<std::string>& args);  // hidden: exercises the rendezvous in launched ranks
 

@@ -27,6 +27,13 @@ commands:
                                             training throughput on synthetic tokens (JSON line)
   bench rdep --nproc N [--devices LIST] [--tokens 4096] [--dim 1024] [--experts 64] [--top-k 8]
              [--iters 20]               MoE dispatch/return time and GB/s between ranks (JSON line)
+  eval core --checkpoint DIR [--max-examples N] [--max-time-s S] [--tasks a,b] [--bundle DIR]
+            [--batch N] [--db PATH | --no-db] [--set key=value]
+                                            the CORE suite (22 tasks) on a checkpoint (docs/eval.md)
+  speedrun [tiny|dense|moe|super|ultra] [--data DIR] [--steps N] [--nproc N] [--dtype bf16] [--set ...]
+                                            prepare data, train to the target loss, run CORE, append
+                                            to LEADERBOARD.json (docs/speedrun.md)
+  speedrun --leaderboard                    print the leaderboard
   help                                      this message
 )";
 
@@ -45,6 +52,8 @@ int main(int argc, char** argv) {
     if (cmd == "config") return nmoe::cli::cmd_config(args);
     if (cmd == "data") return nmoe::cli::cmd_data(args);
     if (cmd == "bench") return nmoe::cli::cmd_bench(args);
+    if (cmd == "eval") return nmoe::cli::cmd_eval(args);
+    if (cmd == "speedrun") return nmoe::cli::cmd_speedrun(args);
     if (cmd == "dist-selftest") return nmoe::cli::cmd_dist_selftest(args);
     std::cerr << "n: unknown command '" << cmd << "'\n\n" << kUsage;
     return 2;

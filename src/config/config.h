@@ -160,6 +160,10 @@ Config load_config_string(const std::string& toml_text, const std::string& name,
                           const std::vector<ConfigOverride>& overrides = {},
                           int64_t world_size = 1);
 
+// A config from its canonical JSON (Config::to_json, as checkpoints store it).
+Config config_from_json(const std::string& json, const std::string& name,
+                        const std::vector<ConfigOverride>& overrides = {});
+
 // Validates every key and combination; throws Error naming the key.
 void validate(const Config& c);
 

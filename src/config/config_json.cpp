@@ -59,3 +59,19 @@ std::vector<std::string> config_diff(const std::string& json_a, const std::strin
 }
 
 }  // namespace nmoe
+
+namespace nmoe {
+
+Config config_from_json(const std::string& json, const std::string& name,
+                        const std::vector<ConfigOverride>& overrides) {
+  const nlohmann::json j = parse_object(json, name);
+  // JSON scalars and arrays are TOML values as they are dumped; null is an unset optional.
+  std::string toml;
+  for (const auto& [key, value] : j.items()) {
+    if (value.is_null()) continue;
+    toml += key + " = " + value.dump(-1, ' ', true, nlohmann::json::error_handler_t::replace) + "\n";
+  }
+  return load_config_string(toml, name, overrides);
+}
+
+}  // namespace nmoe

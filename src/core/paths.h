@@ -10,4 +10,9 @@ namespace nmoe {
 // Throws Error naming both places if the file is missing.
 std::string asset_path(const std::string& rel);
 
+// Path of a file shipped in the nmoe tree, e.g. shipped_path("configs/speedrun/tiny.toml"):
+// $NMOE_HOME/<rel> if NMOE_HOME is set and it exists there, else <source tree>/<rel>.
+// Throws Error naming the places looked at.
+std::string shipped_path(const std::string& rel);
+
 }  // namespace nmoe

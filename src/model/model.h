@@ -86,6 +86,11 @@ class Model {
                         double aux_weight);
   // Forward only (validation): loss_sum += summed CE. Router loads are not counted.
   void forward_loss(const int32_t* tokens, const int32_t* targets);
+  // Forward pass without a loss (evaluation); final_hidden() then holds the
+  // final-norm output [micro_batch * seq_len, dim].
+  void forward_hidden(const int32_t* tokens);
+  const Tensor& final_hidden() const { return xf_; }
+  const Tensor& head_weight() const;  // LM head [vocab, dim] in the compute dtype
 
   // Step statistics kept on the backend.
   void zero_grads();

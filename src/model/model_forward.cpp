@@ -107,6 +107,14 @@ void Model::forward_loss(const int32_t* tokens, const int32_t* targets) {
                          Tensor(), Tensor());
 }
 
+void Model::forward_hidden(const int32_t* tokens) {
+  // Targets are not used without a loss; the tokens stand in for them.
+  upload_batch(tokens, tokens);
+  forward(false);
+}
+
+const Tensor& Model::head_weight() const { return lm_head_->wc; }
+
 void Model::forward_backward(const int32_t* tokens, const int32_t* targets, double grad_scale,
                              double aux_weight) {
   upload_batch(tokens, targets);

@@ -20,6 +20,8 @@
 // - Reductions are deterministic: the same inputs give bit-identical outputs.
 #pragma once
 
+#include <string>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -46,6 +48,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+  // The hardware it runs on, e.g. "CPU" or "NVIDIA H200".
+  virtual std::string device_name() const { return name(); }
 
   // ---- memory -------------------------------------------------------------
   virtual void* alloc(size_t bytes) = 0;  // 256-byte aligned

@@ -391,6 +391,9 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
       if (cfg.target_loss && vl <= *cfg.target_loss) {
         res.target_reached = true;
         res.status = "completed_target";
+        res.step_to_target = s;
+        res.tokens_to_target = tokens_seen;
+        res.train_seconds_to_target = seconds_since(t_start) - valid_seconds;
         stop_target = true;
       }
     }
@@ -408,6 +411,10 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
                         {"final_loss", res.losses.empty() ? nlohmann::json(nullptr) : nlohmann::json(res.losses.back())},
                         {"val_loss", res.val_loss ? nlohmann::json(*res.val_loss) : nlohmann::json(nullptr)},
                         {"target_reached", res.target_reached},
+                        {"step_to_target", res.step_to_target},
+                        {"tokens_to_target", res.tokens_to_target},
+                        {"train_time_s_to_target", res.train_seconds_to_target},
+                        {"last_checkpoint", res.last_checkpoint},
                         {"train_time_s", res.train_seconds},
                         {"stop_reason", res.status}};
     db->end_run(res.run_id, res.status, r.dump());

@@ -33,6 +33,10 @@ struct TrainResult {
   std::vector<double> losses;  // training loss of each step run by this call
   std::optional<double> val_loss;
   bool target_reached = false;
+  // When the validation loss first reached target_loss (the speedrun record).
+  int64_t step_to_target = 0;
+  double tokens_to_target = 0;
+  double train_seconds_to_target = 0;  // wall time since the loop started, excluding validation
   double train_seconds = 0;  // wall time excluding validation
   std::string last_checkpoint;
 };

@@ -18,6 +18,7 @@ class CpuBackend final : public Backend {
   CpuBackend& operator=(const CpuBackend&) = delete;
 
   const char* name() const override;
+  std::string device_name() const override { return "CPU"; }
 
   void* alloc(size_t bytes) override;
   void free(void* p) override;

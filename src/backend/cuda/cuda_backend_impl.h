@@ -37,6 +37,7 @@ class CudaBackend final : public Backend {
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   const char* name() const override;
+  std::string device_name() const override;
 
   void* alloc(size_t bytes) override;
   void free(void* p) override;

@@ -83,6 +83,13 @@ CudaBackend::~CudaBackend() {
 
 const char* CudaBackend::name() const { return "cuda"; }
 
+std::string CudaBackend::device_name() const {
+  int dev = 0;
+  cudaDeviceProp prop{};
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess) return "cuda";
+  return prop.name;
+}
+
 void* CudaBackend::alloc(size_t bytes) {
   void* p = nullptr;
   const cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 1));  // 256-byte aligned

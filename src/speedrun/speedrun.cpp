@@ -1,0 +1,272 @@
+#include "speedrun/speedrun.h"
+
+#include <cstdlib>
+#include <ctime>
+#include <ostream>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/paths.h"
+#include "data/manifest.h"
+#include "data/prep.h"
+#include "eval/checkpoint_eval.h"
+#include "metrics/metrics_db.h"
+#include "speedrun/leaderboard.h"
+#include "train/trainer.h"
+#ifdef NMOE_CUDA_BACKEND
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace nmoe {
+
+using fs::exists;
+using fs::make_dirs;
+using fs::parent_dir;
+using fs::read_file;
+using fs::write_file_atomic;
+
+namespace {
+
+// The canonical data of the GPU speedruns (the reference's choice).
+constexpr const char* kHubDataset = "karpathy/fineweb-edu-100b-shuffle";
+constexpr const char* kHubValFile = "shard_01822.parquet";
+
+bool gpu_present() {
+#ifdef NMOE_CUDA_BACKEND
+  return cuda_device_available();
+#else
+  return false;
+#endif
+}
+
+void say(std::ostream* out, const std::string& s) {
+  if (out) *out << "speedrun: " << s << "\n" << std::flush;
+}
+
+bool dataset_ready(const std::string& dir, const Config& cfg, std::string* why) {
+  if (!has_manifest(dir)) {
+    *why = dir + " has no manifest.json";
+    return false;
+  }
+  try {
+    check_dataset_matches(dir, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id);
+  } catch (const Error& e) {
+    *why = e.what();
+    return false;
+  }
+  return true;
+}
+
+void prep_sample(const Config& cfg, const std::string& rel, const std::string& out_dir, std::ostream* out) {
+  PrepOptions p;
+  p.source.source = "text";
+  p.source.text_format = "wikiextractor";
+  p.source.files = {asset_path(rel)};
+  p.output = out_dir;
+  p.name = "enwiki_sample";
+  p.tokenizer = cfg.tokenizer;
+  p.tokens_per_shard = 50'000'000;
+  p.log = out;
+  prep_dataset(p);
+}
+
+void prep_hub(const Config& cfg, const std::string& split_dir, bool val, std::ostream* out) {
+  PrepOptions p;
+  p.source.source = "hf";
+  p.source.dataset = std::getenv("NMOE_SPEEDRUN_DATASET") ? std::getenv("NMOE_SPEEDRUN_DATASET") : kHubDataset;
+  p.source.split = "train";
+  if (val) {
+    const char* f = std::getenv("NMOE_SPEEDRUN_VAL_DATA_FILE");
+    p.source.files = {f ? f : kHubValFile};
+    p.max_tokens_total = 10'485'760;
+  } else {
+    p.max_tokens_total = 10'000'000'000;
+    p.num_shards = 64;
+  }
+  p.output = split_dir;
+  p.name = "speedrun";
+  p.tokenizer = cfg.tokenizer;
+  p.log = out;
+  prep_dataset(p);
+}
+
+}  // namespace
+
+const std::vector<std::string>& speedrun_names() {
+  static const std::vector<std::string> names = {"tiny", "dense", "moe", "super", "ultra"};
+  return names;
+}
+
+std::string speedrun_config_path(const std::string& name) {
+  bool known = false;
+  for (const std::string& n : speedrun_names()) known = known || n == name;
+  if (!known) {
+    std::string all;
+    for (const std::string& n : speedrun_names()) all += (all.empty() ? "" : ", ") + n;
+    fail("unknown speedrun '", name, "'; choose one of ", all);
+  }
+  const std::string rel = "configs/speedrun/" + name + ".toml";
+  if (exists(rel)) return rel;
+  return shipped_path(rel);
+}
+
+void ensure_speedrun_data(const std::string& name, const Config& cfg, const std::string& data_dir,
+                          std::ostream* out) {
+  const std::string train = data_dir + "/train", val = data_dir + "/val";
+  std::string why_train, why_val;
+  const bool train_ok = dataset_ready(train, cfg, &why_train), val_ok = dataset_ready(val, cfg, &why_val);
+  if (train_ok && val_ok) {
+    say(out, "data: " + data_dir + " (train and val ready)");
+    return;
+  }
+  if (name == "tiny") {
+    say(out, "data: preparing the shipped Wikipedia sample into " + data_dir);
+    if (!train_ok) prep_sample(cfg, "corpus/enwiki_sample/train.txt.zst", train, out);
+    if (!val_ok) prep_sample(cfg, "corpus/enwiki_sample/val.txt.zst", val, out);
+    return;
+  }
+  say(out, "data: " + (train_ok ? why_val : why_train) + "; preparing " + kHubDataset + " from the hub into " +
+               data_dir);
+  try {
+    if (!train_ok) prep_hub(cfg, train, false, out);
+    if (!val_ok) prep_hub(cfg, val, true, out);
+  } catch (const Error& e) {
+    fail("the speedrun data could not be prepared: ", e.what(), "\n  The '", name, "' speedrun trains on ",
+         kHubDataset, " (GPT-2 tokens; 10B for training, ", kHubValFile,
+         " for validation). Without access to the hub, prepare shards from local files with\n"
+         "    n data prep --source parquet|jsonl|text --data-files ... --tokenizer ",
+         cfg.tokenizer, " --output DIR/train   (and DIR/val)\n  and run `n speedrun ", name, " --data DIR`.");
+  }
+}
+
+SpeedrunResult run_speedrun(const SpeedrunOptions& opt_in) {
+  SpeedrunOptions opt = opt_in;
+  std::ostream* out = opt.out;
+  if (opt.name.empty()) opt.name = gpu_present() ? "super" : "tiny";
+  const std::string cfg_path = speedrun_config_path(opt.name);
+  const std::string data_dir = opt.data_dir.empty() ? opt.work_dir + "/" + opt.name + "/data" : opt.data_dir;
+
+  // The run's identity and places, then the config with the speedrun's settings.
+  SpeedrunResult res;
+  res.run_id = "speedrun_" + opt.name + "_" + std::to_string(std::time(nullptr)) + "_" + std::to_string(getpid());
+  const std::string run_dir = opt.work_dir + "/" + opt.name + "/" + res.run_id;
+  std::vector<ConfigOverride> ov = {
+      {"data_path", "\"" + data_dir + "/train\""},
+      {"validation_data_path", "\"" + data_dir + "/val\""},
+      {"validation_enabled", "true"},
+      {"checkpoint_dir", "\"" + run_dir + "/checkpoints\""},
+      {"resume", "false"},
+  };
+  if (opt.steps > 0) ov.push_back({"steps", std::to_string(opt.steps)});
+  if (!opt.dtype.empty()) ov.push_back({"dtype", "\"" + opt.dtype + "\""});
+  ov.insert(ov.end(), opt.overrides.begin(), opt.overrides.end());
+  const int nproc = std::max(1, opt.launch.nproc);
+  const Config cfg = load_config(cfg_path, ov, nproc);
+  NMOE_CHECK(cfg.target_loss.has_value(), cfg_path, " sets no target_loss; a speedrun needs one");
+  say(out, opt.name + " (" + cfg_path + "): train to validation loss " + std::to_string(*cfg.target_loss) +
+               " in at most " + std::to_string(cfg.steps) + " steps, then CORE");
+
+  ensure_speedrun_data(opt.name, cfg, data_dir, out);
+  const CoreBundle bundle =
+      load_core_bundle(opt.bundle_dir.empty() ? default_core_bundle_dir() : opt.bundle_dir);  // fails before training
+  say(out, "eval bundle: " + bundle.dir);
+
+  // Train: in this process for one rank, else as launched workers.
+  double val_loss = 0, tokens = 0, seconds = 0;
+  int64_t steps = 0;
+  std::string last_ckpt, hardware;
+  if (nproc == 1) {
+    auto backend = make_backend(cfg);
+    hardware = backend->device_name();
+    TrainOptions to;
+    to.out = out;
+    to.run_id = res.run_id;
+    TrainResult tr = train(cfg, *backend, to);
+    res.target_reached = tr.target_reached;
+    val_loss = tr.val_loss.value_or(0);
+    tokens = tr.tokens_to_target;
+    seconds = tr.train_seconds_to_target;
+    steps = tr.step_to_target;
+    last_ckpt = tr.last_checkpoint;
+    if (!tr.target_reached)
+      res.why_not = "the validation loss " + std::to_string(val_loss) + " did not reach the target " +
+                    std::to_string(*cfg.target_loss) + " in " + std::to_string(tr.steps_done) + " steps (" +
+                    tr.status + ")";
+  } else {
+    LaunchOptions lo = opt.launch;
+    lo.child_args = {"train", cfg_path};
+    for (const ConfigOverride& o : ov) {
+      lo.child_args.push_back("--set");
+      lo.child_args.push_back(o.key + "=" + o.value);
+    }
+    setenv("NMOE_RUN", res.run_id.c_str(), 1);
+    const int rc = launch_workers(lo);
+    unsetenv("NMOE_RUN");
+    MetricsDB db = MetricsDB::open(cfg.experiments_db);
+    auto row = db.run(res.run_id);
+    NMOE_CHECK(rc == 0 || row.has_value(), "the training ranks failed (exit code ", rc, ")");
+    const nlohmann::json r =
+        row && !row->results_json.empty() ? nlohmann::json::parse(row->results_json) : nlohmann::json::object();
+    res.target_reached = rc == 0 && r.value("target_reached", false);
+    val_loss = r.contains("val_loss") && r["val_loss"].is_number() ? r["val_loss"].get<double>() : 0.0;
+    tokens = r.value("tokens_to_target", 0.0);
+    seconds = r.value("train_time_s_to_target", 0.0);
+    steps = r.value("step_to_target", int64_t{0});
+    last_ckpt = r.value("last_checkpoint", std::string());
+    if (!res.target_reached)
+      res.why_not = rc != 0 ? "the training ranks failed (exit code " + std::to_string(rc) + ")"
+                            : "the validation loss " + std::to_string(val_loss) + " did not reach the target " +
+                                  std::to_string(*cfg.target_loss);
+  }
+  if (!res.target_reached) return res;
+  say(out, "target reached at step " + std::to_string(steps) + " (" + std::to_string(tokens) + " tokens, " +
+               std::to_string(seconds) + " s of training excluding validation); scoring CORE");
+
+  // CORE on the checkpoint written at the target.
+  CheckpointEvalOptions eo;
+  eo.bundle_dir = bundle.dir;
+  eo.core.max_examples = cfg.eval_budget_max_examples;
+  eo.core.max_time_s = static_cast<double>(cfg.eval_budget_max_time_s);
+  eo.core.out = out;
+  eo.out = out;
+  CheckpointEval ev;
+  try {
+    ev = eval_checkpoint_core(last_ckpt, eo);
+  } catch (const Error& e) {
+    res.why_not = std::string("the CORE eval failed: ") + e.what();
+    return res;
+  }
+  if (hardware.empty()) hardware = ev.hardware;
+  if (out) *out << "\n" << format_core_table(ev.result) << std::flush;
+  if (ev.result.n_scored == 0) {
+    res.why_not = "the CORE eval scored no task";
+    return res;
+  }
+  res.core = ev.result.core;
+
+  LeaderboardEntry e;
+  e.config = opt.name;
+  const bool cpu = hardware == "CPU";
+  e.hardware = cpu ? "CPU" : short_hardware_name(hardware);
+  e.n_gpus = cpu ? 0 : nproc;
+  e.n_ranks = nproc;
+  e.dtype = cpu ? "fp32" : cfg.dtype;  // the CPU backend computes in fp32 whatever the config says
+  e.target_loss = *cfg.target_loss;
+  e.final_loss = val_loss;
+  e.core_score = ev.result.core;
+  e.core_tasks = ev.result.n_scored;
+  e.core_tasks_total = ev.result.n_requested;
+  e.tokens = tokens;
+  e.steps = steps;
+  e.wall_time_s = seconds;
+  e.date = iso_local_time_now();
+  e.experiment_id = cfg.experiment_id;
+  e.run_id = res.run_id;
+  append_to_leaderboard(opt.leaderboard, e);
+  res.recorded = true;
+  say(out, "recorded in " + opt.leaderboard + " (" + ev.result.core_label() + " " + std::to_string(res.core) + ")");
+  return res;
+}
+
+}  // namespace nmoe
