@@ -316,8 +316,8 @@ TEST_F(ScriptedBundle, AccuracyCenteredAndCoreOverPresentTasks) {
   CoreEvalResult r2 = run_core_eval(scorer, kBytes, kBos, b, o);
   ASSERT_EQ(r2.tasks.size(), 1u);
   EXPECT_EQ(r2.tasks[0].examples, 2);
-  EXPECT_TRUE(r2.complete());
-  EXPECT_EQ(r2.core_label(), "CORE");
+  EXPECT_FALSE(r2.complete());
+  EXPECT_EQ(r2.core_label(), "CORE over 1 of 3 tasks");
   o.tasks = {"nope"};
   expect_parts(error_of([&] { run_core_eval(scorer, kBytes, kBos, b, o); }), {"unknown CORE task 'nope'"});
 }

@@ -90,7 +90,7 @@ double centered_accuracy(double accuracy, double baseline_percent) {
 
 std::string CoreEvalResult::core_label() const {
   if (complete()) return "CORE";
-  return "CORE over " + std::to_string(n_scored) + " of " + std::to_string(n_requested) + " tasks";
+  return "CORE over " + std::to_string(n_scored) + " of " + std::to_string(n_suite) + " tasks";
 }
 
 CoreEvalResult run_core_eval(SequenceScorer& scorer, const Encoder& encode, int32_t bos,
@@ -103,6 +103,7 @@ CoreEvalResult run_core_eval(SequenceScorer& scorer, const Encoder& encode, int3
   }
   CoreEvalResult res;
   res.n_requested = static_cast<int>(tasks.size());
+  res.n_suite = static_cast<int>(bundle.tasks.size());
   double sum = 0;
   for (const CoreTask* t : tasks) {
     if (!bundle.present(*t)) {

@@ -34,9 +34,11 @@ struct CoreEvalResult {
   std::vector<CoreTaskResult> tasks;  // bundle order; missing tasks have present = false
   std::vector<std::string> missing;   // labels whose data file is missing
   double core = 0;                    // mean centered accuracy over the tasks scored
-  int n_scored = 0, n_requested = 0;
-  bool complete() const { return missing.empty() && n_scored == n_requested; }
-  std::string core_label() const;  // "CORE" or "CORE over 19 of 22 tasks"
+  int n_scored = 0;     // tasks scored
+  int n_requested = 0;  // tasks asked for (all, or --tasks)
+  int n_suite = 0;      // tasks in the bundle
+  bool complete() const { return n_scored == n_suite; }
+  std::string core_label() const;  // "CORE" for the whole suite, else "CORE over 18 of 22 tasks"
 };
 
 // centered = (acc - b) / (1 - b), b = baseline% / 100 (b = 0 when the baseline is >= 100).

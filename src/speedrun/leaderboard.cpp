@@ -24,8 +24,9 @@ nlohmann::json load_or_new(const std::string& path) {
             {"rules", {{"target_loss", 3.28}, {"requires_core", true}, {"sort_by", {"wall_time_s", "steps"}}}},
             {"runs", nlohmann::json::array()}};
   nlohmann::json j = nlohmann::json::parse(read_file(path), nullptr, /*allow_exceptions=*/false);
-  NMOE_CHECK(!j.is_discarded() && j.is_object(), path, " is not valid JSON; fix or move it away");
-  NMOE_CHECK(j.contains("runs") && j["runs"].is_array(), path, " has no \"runs\" list; is it a leaderboard?");
+  NMOE_CHECK(!j.is_discarded(), path, " is not valid JSON; fix or move it away");
+  NMOE_CHECK(j.is_object() && j.contains("runs") && j["runs"].is_array(), path,
+             " has no \"runs\" list; is it a leaderboard? (fix or move it away)");
   NMOE_CHECK(!j.contains("schema_version") || j["schema_version"] == 1, path, ": schema_version ",
              j["schema_version"].dump(), " is not 1");
   return j;

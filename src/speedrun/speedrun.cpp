@@ -256,7 +256,7 @@ SpeedrunResult run_speedrun(const SpeedrunOptions& opt_in) {
   e.final_loss = val_loss;
   e.core_score = ev.result.core;
   e.core_tasks = ev.result.n_scored;
-  e.core_tasks_total = ev.result.n_requested;
+  e.core_tasks_total = ev.result.n_suite;
   e.tokens = tokens;
   e.steps = steps;
   e.wall_time_s = seconds;
