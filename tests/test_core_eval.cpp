@@ -22,7 +22,11 @@ using test::error_of;
 using test::expect_parts;
 
 // One token per byte, so spans are easy to count by hand.
-std::vector<int32_t> byte_tokens(const std::string& s) { return std::vector<int32_t>(s.begin(), s.end()); }
+std::vector<int32_t> byte_tokens(const std::string& s) {
+  std::vector<int32_t> out;
+  for (unsigned char c : s) out.push_back(c);
+  return out;
+}
 const Encoder kBytes = byte_tokens;
 constexpr int32_t kBos = 256;
 
