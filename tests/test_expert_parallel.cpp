@@ -19,21 +19,13 @@
 #include "dist/tcp.h"
 #include "metrics/metrics_db.h"
 #include "test_util.h"
+#include "shard_test_util.h"
 
 namespace nmoe {
 namespace {
 
 namespace sfs = std::filesystem;
-
-void write_byte_shards(const std::string& dir) {
-  std::string text = fs::read_file(test::source_dir() + "/data/corpus/tinyshakespeare.txt").substr(0, 200000);
-  std::vector<uint32_t> a, b;
-  for (size_t i = 0; i < text.size(); ++i) (i < 100000 ? a : b).push_back(static_cast<unsigned char>(text[i]));
-  a.push_back(256);
-  b.push_back(256);
-  write_npy_tokens(dir + "/shard_0000/a.npy", a.data(), a.size(), DType::U16, false);
-  write_npy_tokens(dir + "/shard_0001/b.npy", b.data(), b.size(), DType::U16, false);
-}
+using test::write_byte_shards;
 
 // "moe": one dense layer then MoE layers with a shared expert, like the
 // speedrun moe config; "super": more, narrower experts and a larger top-k.

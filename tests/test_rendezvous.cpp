@@ -15,37 +15,16 @@
 #include "dist/rendezvous.h"
 #include "dist/tcp.h"
 #include "test_util.h"
+#include "dist_test_util.h"
 
 namespace nmoe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using test::on_threads;
 
 DistEnv env_for(int rank, int world, int port, const std::string& job = "test-job") {
-  DistEnv e;
-  e.rank = rank;
-  e.world = e.local_world = world;
-  e.local_rank = rank;
-  e.master_port = port;
-  e.job_id = job;
-  e.launched = true;
-  return e;
-}
-
-// Runs fn(rank) on `world` threads; returns each one's error message ("" = none).
-std::vector<std::string> on_threads(int world, const std::function<void(int)>& fn) {
-  std::vector<std::string> errors(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        fn(r);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  return errors;
+  return test::rank_env(rank, world, port, job);
 }
 
 // Runs fn(rank) in `world` forked processes; returns their exit codes (-1 when

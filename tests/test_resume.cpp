@@ -10,21 +10,13 @@
 #include "core/fs.h"
 #include "data/npy.h"
 #include "test_util.h"
+#include "shard_test_util.h"
 #include "train/trainer.h"
 
 namespace nmoe {
 namespace {
 
-std::string write_byte_shards(const std::string& dir) {
-  std::string text = fs::read_file(test::source_dir() + "/data/corpus/tinyshakespeare.txt").substr(0, 120000);
-  std::vector<uint32_t> a, b;
-  for (size_t i = 0; i < text.size(); ++i) (i < 60000 ? a : b).push_back(static_cast<unsigned char>(text[i]));
-  a.push_back(256);
-  b.push_back(256);
-  write_npy_tokens(dir + "/shard_0000/a.npy", a.data(), a.size(), DType::U16, false);
-  write_npy_tokens(dir + "/shard_0001/b.npy", b.data(), b.size(), DType::U16, false);
-  return dir;
-}
+std::string write_byte_shards(const std::string& dir) { return test::write_byte_shards(dir, 120000); }
 
 Config resume_config(const test::TempDir& d, int64_t steps, bool resume) {
   std::string toml = R"(

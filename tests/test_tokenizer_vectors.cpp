@@ -17,6 +17,7 @@
 #include "core/sha256.h"
 #include "tokenizer/internal.h"
 #include "tokenizer/tokenizer.h"
+#include "test_tokenizer_util.h"
 
 namespace nmoe {
 namespace {
@@ -96,21 +97,7 @@ std::vector<std::string> edge_case_texts(const std::string& raw) {
         const size_t close = line.find('}', i);
         NMOE_CHECK(line[i + 2] == '{' && close != std::string::npos, "edge cases line ", line_no, ": bad \\u");
         const uint32_t cp = static_cast<uint32_t>(std::stoul(line.substr(i + 3, close - i - 3), nullptr, 16));
-        if (cp < 0x80) {
-          out += static_cast<char>(cp);
-        } else if (cp < 0x800) {
-          out += static_cast<char>(0xC0 | (cp >> 6));
-          out += static_cast<char>(0x80 | (cp & 0x3F));
-        } else if (cp < 0x10000) {
-          out += static_cast<char>(0xE0 | (cp >> 12));
-          out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-          out += static_cast<char>(0x80 | (cp & 0x3F));
-        } else {
-          out += static_cast<char>(0xF0 | (cp >> 18));
-          out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-          out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-          out += static_cast<char>(0x80 | (cp & 0x3F));
-        }
+        out += tokenizer_test::utf8(cp);
         i = close + 1;
       } else {
         fail("edge cases line ", line_no, ": unknown escape \\", e);

@@ -24,9 +24,16 @@
 #include "metrics/metrics_db.h"
 #include "model/params.h"
 #include "test_util.h"
+#include "dist_test_util.h"
+#include "shard_test_util.h"
 
 namespace nmoe {
 namespace {
+
+using test::on_threads;
+using test::write_byte_shards;
+
+DistEnv env_for(int rank, int world, int port) { return test::rank_env(rank, world, port, "zero-test-" + std::to_string(port)); }
 
 namespace sfs = std::filesystem;
 
@@ -122,32 +129,6 @@ TEST(ZeroParamStore, RanksShareTheDenseMoments) {
 
 // ---------------------------------------------------------- peer all-gather
 
-DistEnv env_for(int rank, int world, int port) {
-  DistEnv e;
-  e.rank = rank;
-  e.world = e.local_world = world;
-  e.local_rank = rank;
-  e.master_port = port;
-  e.job_id = "zero-test-" + std::to_string(port);
-  e.launched = true;
-  return e;
-}
-
-std::vector<std::string> on_threads(int world, const std::function<void(int)>& fn) {
-  std::vector<std::string> errors(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        fn(r);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  return errors;
-}
-
 TEST(ZeroAllGather, EveryRankGetsEverySliceThroughSmallStaging) {
   reset_dist_failure();
   const int W = 3, port = tcp::free_port();
@@ -189,16 +170,6 @@ TEST(ZeroAllGather, EveryRankGetsEverySliceThroughSmallStaging) {
 }
 
 // ------------------------------------------------------------ training runs
-
-void write_byte_shards(const std::string& dir) {
-  std::string text = fs::read_file(test::source_dir() + "/data/corpus/tinyshakespeare.txt").substr(0, 200000);
-  std::vector<uint32_t> a, b;
-  for (size_t i = 0; i < text.size(); ++i) (i < 100000 ? a : b).push_back(static_cast<unsigned char>(text[i]));
-  a.push_back(256);
-  b.push_back(256);
-  write_npy_tokens(dir + "/shard_0000/a.npy", a.data(), a.size(), DType::U16, false);
-  write_npy_tokens(dir + "/shard_0001/b.npy", b.data(), b.size(), DType::U16, false);
-}
 
 // No experts: every parameter is replicated, so every moment is sharded.
 const char* kDense = R"(

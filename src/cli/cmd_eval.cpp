@@ -9,18 +9,6 @@ namespace nmoe::cli {
 
 namespace {
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  size_t b = 0;
-  while (b <= s.size()) {
-    size_t e = s.find(',', b);
-    if (e == std::string::npos) e = s.size();
-    if (e > b) out.push_back(s.substr(b, e - b));
-    b = e + 1;
-  }
-  return out;
-}
-
 double parse_number(const std::string& flag, const std::string& v) {
   size_t used = 0;
   double x = 0;
@@ -52,7 +40,7 @@ int cmd_eval(const std::vector<std::string>& args) {
     if (a == "--checkpoint") checkpoint = value();
     else if (a == "--max-examples") o.core.max_examples = static_cast<int64_t>(parse_number(a, value()));
     else if (a == "--max-time-s") o.core.max_time_s = parse_number(a, value());
-    else if (a == "--tasks") o.core.tasks = split_commas(value());
+    else if (a == "--tasks") o.core.tasks = split_comma_list(a, value(), "task labels, like arc_easy,copa");
     else if (a == "--bundle") o.bundle_dir = value();
     else if (a == "--batch") o.batch = static_cast<int64_t>(parse_number(a, value()));
     else if (a == "--db") o.db_path = value();

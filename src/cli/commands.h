@@ -31,6 +31,9 @@ struct ConfigArgs {
 };
 ConfigArgs parse_config_args(const std::vector<std::string>& args);
 
+// "a,b,c" as its items; an empty item is a UsageError saying flag needs a comma list of `what`.
+std::vector<std::string> split_comma_list(const std::string& flag, const std::string& v, const std::string& what);
+
 // Removes --nproc N, --devices LIST and --all-ranks-output from args (anywhere,
 // except as the value of --set) and returns them; nproc is 1 when absent.
 LaunchOptions parse_launch_args(std::vector<std::string>& args);

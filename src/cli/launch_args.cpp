@@ -6,6 +6,8 @@ namespace nmoe::cli {
 
 namespace {
 
+const char* kDeviceList = "device numbers, like 0,1 or 0,0,1,1";
+
 int parse_nproc(const std::string& v) {
   char* end = nullptr;
   long n = std::strtol(v.c_str(), &end, 10);
@@ -14,19 +16,19 @@ int parse_nproc(const std::string& v) {
   return static_cast<int>(n);
 }
 
-std::vector<std::string> parse_devices(const std::string& v) {
+}  // namespace
+
+std::vector<std::string> split_comma_list(const std::string& flag, const std::string& v, const std::string& what) {
   std::vector<std::string> out;
   size_t start = 0;
   for (;;) {
     size_t comma = v.find(',', start);
     out.push_back(v.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (out.back().empty()) throw UsageError("--devices needs a comma list of device numbers, like 0,1 or 0,0,1,1");
+    if (out.back().empty()) throw UsageError(flag + " needs a comma list of " + what);
     if (comma == std::string::npos) return out;
     start = comma + 1;
   }
 }
-
-}  // namespace
 
 LaunchOptions parse_launch_args(std::vector<std::string>& args) {
   LaunchOptions opts;
@@ -39,8 +41,8 @@ LaunchOptions parse_launch_args(std::vector<std::string>& args) {
     };
     if (a == "--nproc") opts.nproc = parse_nproc(value());
     else if (a.rfind("--nproc=", 0) == 0) opts.nproc = parse_nproc(a.substr(8));
-    else if (a == "--devices") opts.devices = parse_devices(value());
-    else if (a.rfind("--devices=", 0) == 0) opts.devices = parse_devices(a.substr(10));
+    else if (a == "--devices") opts.devices = split_comma_list(a, value(), kDeviceList);
+    else if (a.rfind("--devices=", 0) == 0) opts.devices = split_comma_list("--devices", a.substr(10), kDeviceList);
     else if (a == "--all-ranks-output") opts.all_ranks_output = true;
     else {
       rest.push_back(a);

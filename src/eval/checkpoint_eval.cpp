@@ -13,10 +13,6 @@
 namespace nmoe {
 
 using fs::exists;
-using fs::make_dirs;
-using fs::parent_dir;
-using fs::read_file;
-using fs::write_file_atomic;
 
 namespace {
 

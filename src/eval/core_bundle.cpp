@@ -1,6 +1,7 @@
 #include "eval/core_bundle.h"
 
 #include <charconv>
+#include <nlohmann/json.hpp>
 #include <map>
 
 #include "core/error.h"
@@ -10,10 +11,8 @@
 namespace nmoe {
 
 using fs::exists;
-using fs::make_dirs;
 using fs::parent_dir;
 using fs::read_file;
-using fs::write_file_atomic;
 
 const char* task_type_name(TaskType t) {
   switch (t) {
@@ -31,61 +30,17 @@ std::string trim(const std::string& s) {
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
 }
 
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
-
 // A YAML scalar as core.yaml writes them: plain, "double-quoted" (with
 // escapes), 'single-quoted', or a one-element flow list such as [10].
 std::string yaml_scalar(const std::string& raw, const std::string& where) {
   const std::string v = trim(raw);
   if (v.empty()) return v;
   if (v.front() == '"') {
-    NMOE_CHECK(v.size() >= 2 && v.back() == '"', where, ": unterminated double-quoted string ", v);
-    std::string out;
-    for (size_t i = 1; i + 1 < v.size(); ++i) {
-      if (v[i] != '\\') {
-        out += v[i];
-        continue;
-      }
-      NMOE_CHECK(i + 2 < v.size(), where, ": dangling backslash in ", v);
-      const char c = v[++i];
-      switch (c) {
-        case 'n': out += '\n'; break;
-        case 't': out += '\t'; break;
-        case 'r': out += '\r'; break;
-        case '0': out += '\0'; break;
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case ' ': out += ' '; break;
-        case 'u': {
-          NMOE_CHECK(i + 4 < v.size() - 1, where, ": short \\u escape in ", v);
-          uint32_t cp = 0;
-          auto r = std::from_chars(v.data() + i + 1, v.data() + i + 5, cp, 16);
-          NMOE_CHECK(r.ec == std::errc() && r.ptr == v.data() + i + 5, where, ": bad \\u escape in ", v);
-          append_utf8(out, cp);
-          i += 4;
-          break;
-        }
-        default: fail(where, ": unknown escape \\", c, " in ", v);
-      }
-    }
-    return out;
+    // Double-quoted YAML escapes as core.yaml uses them (\n, \", \\, \uXXXX) are JSON's.
+    nlohmann::json j = nlohmann::json::parse(v, nullptr, /*allow_exceptions=*/false);
+    NMOE_CHECK(!j.is_discarded() && j.is_string(), where, ": cannot read the double-quoted string ", v,
+               " (unterminated, or an escape other than JSON's)");
+    return j.get<std::string>();
   }
   if (v.front() == '\'') {
     NMOE_CHECK(v.size() >= 2 && v.back() == '\'', where, ": unterminated single-quoted string ", v);

@@ -7,6 +7,32 @@
 
 namespace nmoe {
 
+namespace {
+
+// Per row of logits [n, vocab]: -log softmax at the target (in double) and the
+// first index of the largest logit.
+template <class T>
+void log_softmax_rows(const T* logits, int64_t n, int64_t vocab, const int32_t* targets, double* nll,
+                      int32_t* argmax) {
+  for (int64_t r = 0; r < n; ++r) {
+    const T* row = logits + r * vocab;
+    double mx = -std::numeric_limits<double>::infinity();
+    int32_t am = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      if (static_cast<double>(row[v]) > mx) {
+        mx = static_cast<double>(row[v]);
+        am = static_cast<int32_t>(v);
+      }
+    }
+    double sum = 0;
+    for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+    nll[r] = mx + std::log(sum) - static_cast<double>(row[targets[r]]);
+    argmax[r] = am;
+  }
+}
+
+}  // namespace
+
 ModelScorer::ModelScorer(Model& model, int32_t pad_token, int64_t chunk_rows)
     : model_(model), pad_(pad_token), chunk_(chunk_rows) {
   NMOE_CHECK(!model.expert_parallel(), "the CORE eval runs in one process (the model must not be split over ranks)");
@@ -51,39 +77,19 @@ std::vector<SequenceScore> ModelScorer::score(const std::vector<const ScoredSequ
   std::vector<double> host_d;
   for (size_t c0 = 0; c0 < rows.size(); c0 += static_cast<size_t>(chunk_)) {
     const int64_t n = std::min<int64_t>(chunk_, static_cast<int64_t>(rows.size() - c0));
-    std::vector<int32_t> idx(rows.begin() + c0, rows.begin() + c0 + n);
-    idx.resize(chunk_, 0);  // unused rows gather row 0
-    B.copy_from_host(rows_, idx.data());
-    B.embedding_fwd(model_.final_hidden(), rows_, hidden_rows_);  // gathers the hidden rows
-    B.matmul(hidden_rows_, false, model_.head_weight(), true, logits_, 1.0, 0.0);
-    const double* row_d = nullptr;
-    const float* row_f = nullptr;
-    if (logits_.dtype == DType::F64) {
-      host_d.resize(chunk_ * vocab_);
-      B.copy_to_host(host_d.data(), logits_);
-      row_d = host_d.data();
+    // Only the n rows in use: gather their hidden states, then their logits.
+    const Tensor idx = rows_.slice(0, n), hidden = hidden_rows_.slice(0, n), logits = logits_.slice(0, n);
+    B.copy_from_host(idx, rows.data() + c0);
+    B.embedding_fwd(model_.final_hidden(), idx, hidden);
+    B.matmul(hidden, false, model_.head_weight(), true, logits, 1.0, 0.0);
+    if (logits.dtype == DType::F64) {
+      host_d.resize(n * vocab_);
+      B.copy_to_host(host_d.data(), logits);
+      log_softmax_rows(host_d.data(), n, vocab_, targets.data() + c0, nll.data() + c0, argmax.data() + c0);
     } else {
-      host_f.resize(chunk_ * vocab_);
-      B.copy_to_host(host_f.data(), logits_);
-      row_f = host_f.data();
-    }
-    for (int64_t r = 0; r < n; ++r) {
-      auto logit = [&](int64_t v) {
-        return row_d ? row_d[r * vocab_ + v] : static_cast<double>(row_f[r * vocab_ + v]);
-      };
-      double mx = -std::numeric_limits<double>::infinity();
-      int32_t am = 0;
-      for (int64_t v = 0; v < vocab_; ++v) {
-        const double x = logit(v);
-        if (x > mx) {
-          mx = x;
-          am = static_cast<int32_t>(v);
-        }
-      }
-      double sum = 0;
-      for (int64_t v = 0; v < vocab_; ++v) sum += std::exp(logit(v) - mx);
-      nll[c0 + r] = mx + std::log(sum) - logit(targets[c0 + r]);
-      argmax[c0 + r] = am;
+      host_f.resize(n * vocab_);
+      B.copy_to_host(host_f.data(), logits);
+      log_softmax_rows(host_f.data(), n, vocab_, targets.data() + c0, nll.data() + c0, argmax.data() + c0);
     }
   }
   std::vector<SequenceScore> out(batch.size());

@@ -21,10 +21,6 @@
 namespace nmoe {
 
 using fs::exists;
-using fs::make_dirs;
-using fs::parent_dir;
-using fs::read_file;
-using fs::write_file_atomic;
 
 namespace {
 
@@ -89,6 +85,24 @@ void prep_hub(const Config& cfg, const std::string& split_dir, bool val, std::os
   p.tokenizer = cfg.tokenizer;
   p.log = out;
   prep_dataset(p);
+}
+
+// What the ranks of a launched run recorded at its end (rank 0 writes the results).
+TrainResult result_from_db(const std::string& db_path, const std::string& run_id) {
+  MetricsDB db = MetricsDB::open(db_path);
+  auto row = db.run(run_id);
+  NMOE_CHECK(row && !row->results_json.empty(), "run ", run_id, " left no results in ", db_path);
+  const nlohmann::json r = nlohmann::json::parse(row->results_json);
+  TrainResult tr;
+  tr.status = r.value("stop_reason", std::string());
+  tr.steps_done = r.value("steps_completed", int64_t{0});
+  if (r.contains("val_loss") && r["val_loss"].is_number()) tr.val_loss = r["val_loss"].get<double>();
+  tr.target_reached = r.value("target_reached", false);
+  tr.step_to_target = r.value("step_to_target", int64_t{0});
+  tr.tokens_to_target = r.value("tokens_to_target", 0.0);
+  tr.train_seconds_to_target = r.value("train_time_s_to_target", 0.0);
+  tr.last_checkpoint = r.value("last_checkpoint", std::string());
+  return tr;
 }
 
 }  // namespace
@@ -173,26 +187,15 @@ SpeedrunResult run_speedrun(const SpeedrunOptions& opt_in) {
   say(out, "eval bundle: " + bundle.dir);
 
   // Train: in this process for one rank, else as launched workers.
-  double val_loss = 0, tokens = 0, seconds = 0;
-  int64_t steps = 0;
-  std::string last_ckpt, hardware;
+  TrainResult tr;
+  std::string hardware;
   if (nproc == 1) {
     auto backend = make_backend(cfg);
     hardware = backend->device_name();
     TrainOptions to;
     to.out = out;
     to.run_id = res.run_id;
-    TrainResult tr = train(cfg, *backend, to);
-    res.target_reached = tr.target_reached;
-    val_loss = tr.val_loss.value_or(0);
-    tokens = tr.tokens_to_target;
-    seconds = tr.train_seconds_to_target;
-    steps = tr.step_to_target;
-    last_ckpt = tr.last_checkpoint;
-    if (!tr.target_reached)
-      res.why_not = "the validation loss " + std::to_string(val_loss) + " did not reach the target " +
-                    std::to_string(*cfg.target_loss) + " in " + std::to_string(tr.steps_done) + " steps (" +
-                    tr.status + ")";
+    tr = train(cfg, *backend, to);
   } else {
     LaunchOptions lo = opt.launch;
     lo.child_args = {"train", cfg_path};
@@ -203,23 +206,21 @@ SpeedrunResult run_speedrun(const SpeedrunOptions& opt_in) {
     setenv("NMOE_RUN", res.run_id.c_str(), 1);
     const int rc = launch_workers(lo);
     unsetenv("NMOE_RUN");
-    MetricsDB db = MetricsDB::open(cfg.experiments_db);
-    auto row = db.run(res.run_id);
-    NMOE_CHECK(rc == 0 || row.has_value(), "the training ranks failed (exit code ", rc, ")");
-    const nlohmann::json r =
-        row && !row->results_json.empty() ? nlohmann::json::parse(row->results_json) : nlohmann::json::object();
-    res.target_reached = rc == 0 && r.value("target_reached", false);
-    val_loss = r.contains("val_loss") && r["val_loss"].is_number() ? r["val_loss"].get<double>() : 0.0;
-    tokens = r.value("tokens_to_target", 0.0);
-    seconds = r.value("train_time_s_to_target", 0.0);
-    steps = r.value("step_to_target", int64_t{0});
-    last_ckpt = r.value("last_checkpoint", std::string());
-    if (!res.target_reached)
-      res.why_not = rc != 0 ? "the training ranks failed (exit code " + std::to_string(rc) + ")"
-                            : "the validation loss " + std::to_string(val_loss) + " did not reach the target " +
-                                  std::to_string(*cfg.target_loss);
+    if (rc != 0) {
+      res.why_not = "the training ranks failed (exit code " + std::to_string(rc) + ")";
+      return res;
+    }
+    tr = result_from_db(cfg.experiments_db, res.run_id);
   }
-  if (!res.target_reached) return res;
+  res.target_reached = tr.target_reached;
+  if (!tr.target_reached) {
+    res.why_not = "the validation loss " + std::to_string(tr.val_loss.value_or(0)) + " did not reach the target " +
+                  std::to_string(*cfg.target_loss) + " in " + std::to_string(tr.steps_done) + " steps (" +
+                  tr.status + ")";
+    return res;
+  }
+  const double val_loss = tr.val_loss.value_or(0), tokens = tr.tokens_to_target, seconds = tr.train_seconds_to_target;
+  const int64_t steps = tr.step_to_target;
   say(out, "target reached at step " + std::to_string(steps) + " (" + std::to_string(tokens) + " tokens, " +
                std::to_string(seconds) + " s of training excluding validation); scoring CORE");
 
@@ -232,7 +233,7 @@ SpeedrunResult run_speedrun(const SpeedrunOptions& opt_in) {
   eo.out = out;
   CheckpointEval ev;
   try {
-    ev = eval_checkpoint_core(last_ckpt, eo);
+    ev = eval_checkpoint_core(tr.last_checkpoint, eo);
   } catch (const Error& e) {
     res.why_not = std::string("the CORE eval failed: ") + e.what();
     return res;
