@@ -4,7 +4,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 PKGS=(build-essential cmake pkg-config libopenblas-openmp-dev libtomlplusplus-dev libsqlite3-dev
-      nlohmann-json3-dev libgtest-dev git libpcre2-dev libcurl4-openssl-dev libzstd-dev libsnappy-dev
+      nlohmann-json3-dev libgtest-dev libgmock-dev git libpcre2-dev libcurl4-openssl-dev libzstd-dev libsnappy-dev
       zlib1g-dev libutf8proc-dev procps)
 missing=()
 for p in "${PKGS[@]}"; do
