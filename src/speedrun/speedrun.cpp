@@ -1,5 +1,6 @@
 #include "speedrun/speedrun.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <ostream>
@@ -221,8 +222,10 @@ SpeedrunResult run_speedrun(const SpeedrunOptions& opt_in) {
   }
   const double val_loss = tr.val_loss.value_or(0), tokens = tr.tokens_to_target, seconds = tr.train_seconds_to_target;
   const int64_t steps = tr.step_to_target;
-  say(out, "target reached at step " + std::to_string(steps) + " (" + std::to_string(tokens) + " tokens, " +
-               std::to_string(seconds) + " s of training excluding validation); scoring CORE");
+  char when[160];
+  std::snprintf(when, sizeof when, "target reached at step %lld (%.0f tokens, %.1f s of training excluding validation)",
+                static_cast<long long>(steps), tokens, seconds);
+  say(out, std::string(when) + "; scoring CORE");
 
   // CORE on the checkpoint written at the target.
   CheckpointEvalOptions eo;
