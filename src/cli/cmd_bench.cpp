@@ -1,14 +1,20 @@
 // `n bench CONFIG`: training throughput on synthetic tokens, the way
 // bench/torch_moe_baseline-style scripts measure it: one micro-batch per step,
 // warm-up steps untimed, then tokens/s, ms/step, MFU and memory as one JSON line.
+// --op-times runs the model on a TimedBackend (ops/timed_backend.h): a table of
+// time per op over the timed steps goes to stderr and into the JSON as
+// "op_times"; the throughput of such a run is not representative (every op
+// waits for the device), which the JSON marks with "op_times_mode": true.
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "cli/commands.h"
 #include "model/model.h"
+#include "ops/timed_backend.h"
 #include "optim/optimizer.h"
 #include "train/trainer.h"
 
@@ -28,6 +34,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   std::vector<std::string> rest;
   int64_t micro = 16, seq = 2048, steps = 20, warmup = 5;
   double peak_tflops = 989.0;
+  bool op_times = false;
   for (size_t i = 0; i < args.size(); ++i) {
     auto value = [&]() -> std::string {
       if (i + 1 >= args.size()) throw UsageError(args[i] + " needs a value");
@@ -38,6 +45,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     else if (args[i] == "--steps") steps = std::stoll(value());
     else if (args[i] == "--warmup") warmup = std::stoll(value());
     else if (args[i] == "--peak-tflops") peak_tflops = std::stod(value());
+    else if (args[i] == "--op-times") op_times = true;
     else rest.push_back(args[i]);
   }
   if (micro < 1 || seq < 1 || steps < 1 || warmup < 0) throw UsageError("bench sizes must be positive");
@@ -47,8 +55,11 @@ int cmd_bench(const std::vector<std::string>& args) {
   ca.overrides.push_back({"micro_batch_size", std::to_string(micro)});
   Config cfg = load_config(ca.path, ca.overrides);
   auto backend = make_backend(cfg);
+  std::unique_ptr<TimedBackend> timed;
+  if (op_times) timed = std::make_unique<TimedBackend>(*backend);
+  Backend& be = timed ? static_cast<Backend&>(*timed) : *backend;
 
-  Model model(cfg, *backend, model_options(cfg, *backend));
+  Model model(cfg, be, model_options(cfg, be));
   model.init_weights(static_cast<uint64_t>(cfg.seed));
   Optimizer opt(cfg, model);
   const int64_t N = micro * seq;
@@ -64,6 +75,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   for (int64_t s = 0; s < warmup + steps; ++s) {
     if (s == warmup) {
       backend->synchronize();
+      if (timed) timed->reset();
       t0 = std::chrono::steady_clock::now();
     }
     model.zero_grads();
@@ -71,6 +83,8 @@ int cmd_bench(const std::vector<std::string>& args) {
     model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(count), 0.0);
     opt.step(s, static_cast<double>(s * N));
   }
+  std::vector<TimedBackend::Row> op_rows;
+  if (timed) op_rows = timed->report(steps);
   loss = model.read_loss_sum() / static_cast<double>(count);
   backend->synchronize();
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
@@ -86,6 +100,16 @@ int cmd_bench(const std::vector<std::string>& args) {
                       {"mfu", fpt * tps / (peak_tflops * 1e12)},
                       {"planned_mem_gib", static_cast<double>(model.memory_plan().total()) / (1 << 30)},
                       {"final_loss", loss}};
+  if (timed) {
+    j["op_times_mode"] = true;
+    nlohmann::json ops = nlohmann::json::array();
+    for (const auto& r : op_rows)
+      ops.push_back({{"op", r.op}, {"calls", r.calls}, {"ms_per_step", r.ms_per_step}, {"share", r.share}});
+    j["op_times"] = ops;
+    std::cerr << "time per op over " << steps << " step(s), each op between two synchronizations ("
+              << dt * 1e3 << " ms/step in all):\n"
+              << TimedBackend::format(op_rows) << std::flush;
+  }
   std::cout << j.dump() << std::endl;
   return 0;
 }

@@ -23,8 +23,10 @@ commands:
                                             tokenize documents into .npy shards (docs/data.md)
   data verify DIR [--no-checksums]          check a prepared dataset against its manifest
   data info DIR                             summarize a prepared dataset
-  bench CONFIG.toml [--micro-batch 16] [--seq 2048] [--steps 20] [--warmup 5] [--set ...]
-                                            training throughput on synthetic tokens (JSON line)
+  bench CONFIG.toml [--micro-batch 16] [--seq 2048] [--steps 20] [--warmup 5] [--op-times] [--set ...]
+                                            training throughput on synthetic tokens (JSON line);
+                                            --op-times: time per op (table on stderr, "op_times"
+                                            in the JSON; ops synchronized, so slower overall)
   bench rdep --nproc N [--devices LIST] [--tokens 4096] [--dim 1024] [--experts 64] [--top-k 8]
              [--iters 20]               MoE dispatch/return time and GB/s between ranks (JSON line)
   eval core --checkpoint DIR [--max-examples N] [--max-time-s S] [--tasks a,b] [--bundle DIR]
