@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "bf16_test_util.h"
 #include "config/config.h"
 #include "gpu_test_util.h"
 #include "model_run.h"
@@ -17,73 +18,6 @@
 
 namespace nmoe::gputest {
 namespace {
-
-constexpr DType F = DType::F32;
-constexpr DType BF = DType::BF16;
-constexpr double kTolBf16 = 1e-2;  // BF16 output
-constexpr double kTolMixed = 1e-3; // F32 output from BF16 inputs
-
-float round_bf16(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  if (std::isnan(v)) return v;
-  bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;
-  float r;
-  std::memcpy(&r, &bits, 4);
-  return r;
-}
-
-// Rounds an F32 host tensor's values to bf16 (in place) and returns it.
-HostTensor rounded(HostTensor h) {
-  for (int64_t i = 0; i < h.numel(); ++i) h.t().ptr<float>()[i] = round_bf16(h.t().ptr<float>()[i]);
-  return h;
-}
-
-// A test tensor: the host F32 reference values (bf16-exact when dt is BF16)
-// and the device tensor in dtype dt.
-struct Arg {
-  HostTensor h;
-  std::unique_ptr<DevTensor> d;
-  operator const Tensor&() const { return d->t(); }
-};
-
-Arg make(HostTensor h, DType dt) {
-  Arg a;
-  if (dt == BF) h = rounded(std::move(h));
-  a.h = h;
-  a.d = std::make_unique<DevTensor>(dt, h.t().shape);
-  if (dt == F) {
-    a.d->upload(h);
-  } else if (dt == BF) {
-    DevTensor tmp(h);
-    gpu().convert(*a.d, tmp);  // exact: the values are bf16 already
-  } else {
-    a.d->upload(h);
-  }
-  return a;
-}
-
-Arg rnd(DType dt, Shape s, std::mt19937_64& rng, double lo = -1, double hi = 1) {
-  return make(uniform(F, s, rng, lo, hi), dt);
-}
-// A write output: poisoned on host and device.
-Arg out(DType dt, Shape s) {
-  Arg a;
-  a.h = poisoned(F, s);
-  a.d = std::make_unique<DevTensor>(dt, s);
-  a.d->poison();
-  return a;
-}
-
-HostTensor down(const DevTensor& d) {
-  if (d.t().dtype != BF) return d.download();
-  DevTensor f(F, d.t().shape);
-  gpu().convert(f, d);
-  return f.download();
-}
-HostTensor down(const Arg& a) { return down(*a.d); }
-
-#define EXPECT_ARG(arg, tol) NMOE_EXPECT_CLOSE(down(arg), (arg).h, (tol)) << #arg << " "
 
 TEST(CudaBf16, MatmulBf16AndF32Output) {
   NMOE_SKIP_WITHOUT_CUDA();

@@ -5,7 +5,9 @@
 // - One non-blocking stream owned by the backend; every op is enqueued on it
 //   and returns without waiting. synchronize() and copy_to_host() wait.
 // - Documented host syncs: copy_to_host; grouped_matmul / grouped_matmul_wgrad
-//   (read the E+1 offsets to issue one GEMM per expert); the first call of an
+//   in F32 or with widths that are not multiples of 8 (they read the E+1
+//   offsets to issue one GEMM per expert; the BF16 model shapes run the
+//   device-side kernel of cuda_grouped_gemm.cu instead); the first call of an
 //   op that must grow a scratch buffer (cudaFree/cudaMalloc).
 // - Errors: CUDA/cuBLAS failures throw nmoe::Error naming the op, file:line and
 //   the CUDA error. Bad values found on the device (token or expert id out of

@@ -48,6 +48,7 @@ enum DeviceError : int {
   kErrPosRange = 4,       // permutation row outside [0, N*K)
   kErrTargetRange = 5,    // target id >= V
   kErrNegativeCount = 6,  // negative expert count
+  kErrOffsets = 7,        // grouped GEMM offsets not 0 = o[0] <= ... <= o[E] = rows
 };
 const char* device_error_message(int code);
 

@@ -4,8 +4,10 @@
 // so cuBLAS gets B as its first operand and A as its second, with the same
 // transpose flags and the row-major leading dims.
 #include <climits>
+#include <type_traits>
 
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_grouped_gemm.h"
 
 namespace nmoe {
 
@@ -86,9 +88,10 @@ void CudaBackend::matmul(const Tensor& A, bool transA, const Tensor& B, bool tra
        beta, C.data, C.cols());
 }
 
-// Correct-first version: the offsets come to the host (one sync per call) and
-// each non-empty expert is one cuBLAS GEMM. A device-side grouped GEMM kernel
-// (offsets read on the device, no sync) replaces this later.
+// BF16 with R and S multiples of 8 (every model shape): the device-side
+// grouped GEMM kernel, offsets read on the GPU, no host sync. Otherwise (F32,
+// odd widths) the offsets come to the host (one sync per call) and each
+// non-empty expert is one cuBLAS GEMM.
 void CudaBackend::grouped_matmul(const Tensor& X, const Tensor& W, bool transW,
                                  const Tensor& offsets, const Tensor& Y) {
   const char* op = "grouped_matmul";
@@ -96,6 +99,13 @@ void CudaBackend::grouped_matmul(const Tensor& X, const Tensor& W, bool transW,
   const int64_t E = g.E, R = g.R, S = g.S, M = g.M;
   dispatch_act(op, {{"X", X}, {"W", W}, {"Y", Y}}, {}, [&](auto tag) {
     using T = decltype(tag);
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      if (device_grouped_gemm_supported(R, S, X.data, W.data, Y.data)) {
+        device_grouped_gemm(stream(), device_error_flag(), X.ptr<T>(), W.ptr<T>(), transW,
+                            offsets.ptr<int32_t>(), static_cast<int>(E), M, R, S, Y.ptr<T>());
+        return;
+      }
+    }
     const int32_t* off = checked_offsets(*this, op, offsets, E, M);
     const int64_t in_cols = X.cols(), out_cols = Y.cols(), K = transW ? S : R;
     for (int64_t e = 0; e < E; ++e) {
@@ -117,6 +127,14 @@ void CudaBackend::grouped_matmul_wgrad(const Tensor& dY, const Tensor& X, const 
   const bool mixed_out = dY.dtype == DType::BF16 && dW.dtype == DType::F32;
   auto run = [&](auto tag) {
     using T = decltype(tag);
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      if (device_grouped_gemm_supported(R, S, dY.data, X.data, dW.data)) {
+        device_grouped_gemm_wgrad(stream(), device_error_flag(), dY.ptr<T>(), X.ptr<T>(),
+                                  offsets.ptr<int32_t>(), static_cast<int>(E), M, R, S, dW.data,
+                                  dW.dtype == DType::F32);
+        return;
+      }
+    }
     const int32_t* off = checked_offsets(*this, op, offsets, E, M);
     for (int64_t e = 0; e < E; ++e) {
       const int64_t begin = off[e], rows = off[e + 1] - off[e];

@@ -30,6 +30,8 @@ const char* device_error_message(int code) {
     case kErrPosRange: return "a row of pos is outside [0, N*K); pos must be a permutation";
     case kErrTargetRange: return "a target id is not below the vocab size";
     case kErrNegativeCount: return "an expert count is negative";
+    case kErrOffsets:
+      return "grouped GEMM offsets must start at 0, be non-decreasing and end at the number of rows";
     default: return "unknown device error";
   }
 }

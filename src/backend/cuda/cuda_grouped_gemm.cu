@@ -1,0 +1,413 @@
+// Device-side grouped GEMM over ragged per-expert row segments (BF16 operands,
+// fp32 accumulation on the tensor cores): the offsets stay on the GPU, so a
+// grouped GEMM is one launch with no host synchronization.
+//
+// One kernel template covers the three products of an MoE layer:
+//   rows mode   C[seg e] = A[seg e] . B_e^T   (forward and input gradient; the
+//               segment runs along M, B_e is expert e's weight)
+//   wgrad mode  C_e (+)= A[seg e]^T . B[seg e] (weight gradient; the segment
+//               runs along K)
+// Every block computes one 128 x 128 output tile with 4 warps (64 x 64 each,
+// mma.sync m16n8k16), streaming K in steps of 32 through a 4-stage cp.async
+// pipeline. Operands are "K-major" (element (i, k) at p[i * ld + k]) or
+// "MN-major" (at p[k * ld + i]); the shared-memory tiles keep the global
+// layout, XOR-swizzled by 16-byte chunk so ldmatrix reads are conflict-free,
+// and ldmatrix.trans turns MN-major tiles into the fragments mma expects.
+// Rows outside a segment are zero-filled on load, so a tile never mixes
+// experts. Each output element is computed by one block in a fixed order:
+// results are bit-identical run to run.
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_grouped_gemm.h"
+
+namespace nmoe::cuda {
+namespace {
+
+constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 4, kGemmThreads = 128;
+constexpr int kTileBytes = kBM * kBK * 2;             // one operand tile, 8 KiB
+constexpr int kStageBytes = 2 * kTileBytes;           // A and B
+constexpr int kSmemBytes = kStages * kStageBytes;     // 64 KiB
+
+struct Args {
+  const __nv_bfloat16* A;
+  const __nv_bfloat16* B;
+  void* C;
+  const int32_t* offsets;  // [E + 1]
+  int64_t rows;            // offsets[E] must equal this
+  int E;
+  int tiles_m, tiles_n;    // wgrad: output tiles; rows mode: tiles_n only
+  int64_t M, N, K;         // rows mode: N, K; wgrad: M = R, N = S (K ragged)
+  int64_t lda, ldb, ldc;
+  int64_t b_stride;        // rows mode: elements between experts' B
+  int64_t c_stride;        // wgrad: elements between experts' C
+  int* err;
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;  // 0: fill the 16 bytes with zeros, read nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Byte offsets inside one operand tile.
+// K-major tile: 128 rows of 32 elements (4 chunks of 16 B), chunk ^= (row / 2) % 4.
+__device__ __forceinline__ uint32_t kmajor_off(int row, int chunk) {
+  return row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4);
+}
+// MN-major tile: 32 rows (k) of 128 elements (16 chunks), chunk ^= k % 8.
+__device__ __forceinline__ uint32_t mnmajor_off(int k, int chunk) {
+  return k * 256 + ((chunk ^ (k & 7)) << 4);
+}
+
+// Loads one operand tile: tile rows i0.. (valid below i_end), k0.. (valid below k_end).
+template <bool KMajor>
+__device__ __forceinline__ void load_tile(uint32_t tile, const __nv_bfloat16* g, int64_t ld,
+                                          int64_t i0, int64_t i_end, int64_t k0, int64_t k_end,
+                                          int tid) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int q = tid + j * kGemmThreads;
+    if constexpr (KMajor) {
+      const int r = q >> 2, c = q & 3;
+      const int64_t gi = i0 + r, gk = k0 + c * 8;
+      const bool ok = gi < i_end && gk < k_end;
+      cp_async16(tile + kmajor_off(r, c), ok ? g + gi * ld + gk : g, ok);
+    } else {
+      const int k = q >> 4, c = q & 15;
+      const int64_t gk = k0 + k, gi = i0 + c * 8;
+      const bool ok = gk < k_end && gi < i_end;
+      cp_async16(tile + mnmajor_off(k, c), ok ? g + gk * ld + gi : g, ok);
+    }
+  }
+}
+
+// Fragments of a 64-row slab (4 m16 tiles) of an A tile for k16 step ks.
+template <bool KMajor>
+__device__ __forceinline__ void load_a_frags(uint32_t (&a)[4][4], uint32_t tile, int wm, int ks,
+                                             int lane) {
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi) {
+    if constexpr (KMajor) {
+      const int row = wm * 64 + mi * 16 + (lane & 15);
+      ldmatrix_x4(a[mi], tile + kmajor_off(row, ks * 2 + (lane >> 4)));
+    } else {
+      const int j = lane >> 3;
+      const int k = ks * 16 + (lane & 7) + 8 * (j >> 1);
+      const int m = wm * 64 + mi * 16 + 8 * (j & 1);
+      ldmatrix_x4_trans(a[mi], tile + mnmajor_off(k, m >> 3));
+    }
+  }
+}
+
+// Fragments of a 64-column slab (8 n8 tiles) of a B tile for k16 step ks.
+template <bool KMajor>
+__device__ __forceinline__ void load_b_frags(uint32_t (&b)[8][2], uint32_t tile, int wn, int ks,
+                                             int lane) {
+  const int j = lane >> 3;
+#pragma unroll
+  for (int nj = 0; nj < 4; ++nj) {
+    uint32_t r[4];
+    if constexpr (KMajor) {
+      const int n = wn * 64 + nj * 16 + (lane & 7) + 8 * (j >> 1);
+      ldmatrix_x4(r, tile + kmajor_off(n, ks * 2 + (j & 1)));
+    } else {
+      const int k = ks * 16 + (lane & 7) + 8 * (j & 1);
+      const int n = wn * 64 + nj * 16 + 8 * (j >> 1);
+      ldmatrix_x4_trans(r, tile + mnmajor_off(k, n >> 3));
+    }
+    b[2 * nj][0] = r[0];
+    b[2 * nj][1] = r[1];
+    b[2 * nj + 1][0] = r[2];
+    b[2 * nj + 1][1] = r[3];
+  }
+}
+
+// Checks the offsets and, in rows mode, maps the block's linear M tile `t` to
+// (expert, first row of the tile). Returns false when the block has no work.
+// Every block validates the whole array; a bad array is reported and skipped.
+__device__ bool locate_tile(const Args& p, int t, int& expert, int64_t& row0) {
+  __shared__ int s_expert, s_bad;
+  __shared__ int64_t s_row0;
+  __shared__ int s_warp_tiles[kGemmThreads / 32];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (tid == 0) {
+    s_expert = -1;
+    s_bad = p.offsets[0] != 0 || p.offsets[p.E] != p.rows;
+  }
+  __syncthreads();
+  // Thread tid owns experts [e0, e1).
+  const int per = (p.E + kGemmThreads - 1) / kGemmThreads;
+  const int e0 = min(p.E, tid * per), e1 = min(p.E, e0 + per);
+  int tiles = 0;
+  bool bad = false;
+  for (int e = e0; e < e1; ++e) {
+    const int32_t m = p.offsets[e + 1] - p.offsets[e];
+    bad |= m < 0;
+    tiles += (max(m, 0) + kBM - 1) / kBM;
+  }
+  if (bad) s_bad = 1;
+  // Exclusive scan of `tiles` over the block.
+  int incl = tiles;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) s_warp_tiles[warp] = incl;
+  __syncthreads();
+  int before = incl - tiles;
+  for (int w = 0; w < warp; ++w) before += s_warp_tiles[w];
+  if (!s_bad) {
+    for (int e = e0; e < e1; ++e) {
+      const int32_t m = p.offsets[e + 1] - p.offsets[e];
+      const int n = (m + kBM - 1) / kBM;
+      if (t >= before && t < before + n) {
+        s_expert = e;
+        s_row0 = p.offsets[e] + static_cast<int64_t>(t - before) * kBM;
+      }
+      before += n;
+    }
+  }
+  __syncthreads();
+  if (s_bad) {
+    if (tid == 0) report_error(p.err, kErrOffsets);
+    return false;
+  }
+  expert = s_expert;
+  row0 = s_row0;
+  return expert >= 0;
+}
+
+// AK / BK: whether A / B are K-major. Wgrad: segment along K, C accumulates.
+template <bool AK, bool BK, bool Wgrad, class OutT>
+__global__ void __launch_bounds__(kGemmThreads, 2) grouped_gemm_kernel(const Args p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp >> 1, wn = warp & 1;
+
+  int expert;
+  int64_t m0, n0, m_end, k_begin, k_end;
+  const __nv_bfloat16 *A = p.A, *B = p.B;
+  if constexpr (Wgrad) {
+    expert = blockIdx.y;
+    const int tm = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
+    int e_unused;
+    int64_t r_unused;
+    if (blockIdx.x == 0 && blockIdx.y == 0) locate_tile(p, -1, e_unused, r_unused);  // validates
+    k_begin = p.offsets[expert];
+    k_end = p.offsets[expert + 1];
+    if (k_begin < 0 || k_end > p.rows || k_end <= k_begin) return;  // empty or bad: C unchanged
+    m0 = static_cast<int64_t>(tm) * kBM;
+    n0 = static_cast<int64_t>(tn) * kBN;
+    m_end = p.M;
+  } else {
+    const int t = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
+    if (!locate_tile(p, t, expert, m0)) return;
+    m_end = p.offsets[expert + 1];
+    n0 = static_cast<int64_t>(tn) * kBN;
+    k_begin = 0;
+    k_end = p.K;
+    B += expert * p.b_stride;
+  }
+
+  const uint32_t base = smem_u32(smem);
+  auto load_stage = [&](int stage, int64_t k0) {
+    const uint32_t ta = base + stage * kStageBytes, tb = ta + kTileBytes;
+    load_tile<AK>(ta, A, p.lda, m0, m_end, k0, k_end, tid);
+    load_tile<BK>(tb, B, p.ldb, n0, p.N, k0, k_end, tid);
+  };
+
+  float acc[4][8][4];
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 8; ++ni)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[mi][ni][q] = 0.f;
+
+  const int k_tiles = static_cast<int>((k_end - k_begin + kBK - 1) / kBK);
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_tiles) load_stage(s, k_begin + static_cast<int64_t>(s) * kBK);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    const int next = kt + kStages - 1;
+    if (next < k_tiles) load_stage(next % kStages, k_begin + static_cast<int64_t>(next) * kBK);
+    cp_async_commit();
+    const uint32_t ta = base + (kt % kStages) * kStageBytes, tb = ta + kTileBytes;
+#pragma unroll
+    for (int ks = 0; ks < kBK / 16; ++ks) {
+      uint32_t a[4][4], b[8][2];
+      load_a_frags<AK>(a, ta, wm, ks, lane);
+      load_b_frags<BK>(b, tb, wn, ks, lane);
+#pragma unroll
+      for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 8; ++ni) mma_bf16(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+    }
+  }
+  cp_async_wait<0>();
+
+  // Epilogue: thread holds (row g / g + 8, columns 2t, 2t + 1) of each m16n8 tile.
+  const int g = lane >> 2, t4 = lane & 3;
+  OutT* C = static_cast<OutT*>(p.C);
+  if constexpr (Wgrad) C += expert * p.c_stride;
+#pragma unroll
+  for (int mi = 0; mi < 4; ++mi) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int64_t row = m0 + wm * 64 + mi * 16 + g + half * 8;
+      if (row >= m_end) continue;
+      OutT* crow = C + row * p.ldc;
+#pragma unroll
+      for (int ni = 0; ni < 8; ++ni) {
+        const int64_t col = n0 + wn * 64 + ni * 8 + 2 * t4;
+        if (col >= p.N) continue;
+        float v0 = acc[mi][ni][2 * half], v1 = acc[mi][ni][2 * half + 1];
+        if constexpr (Wgrad) {  // C += product
+          if constexpr (sizeof(OutT) == 4) {
+            float2 old = *reinterpret_cast<float2*>(crow + col);
+            *reinterpret_cast<float2*>(crow + col) = make_float2(old.x + v0, old.y + v1);
+          } else {
+            const __nv_bfloat162 old = *reinterpret_cast<__nv_bfloat162*>(crow + col);
+            v0 += __low2float(old);
+            v1 += __high2float(old);
+            *reinterpret_cast<__nv_bfloat162*>(crow + col) = __floats2bfloat162_rn(v0, v1);
+          }
+        } else {
+          if constexpr (sizeof(OutT) == 4)
+            *reinterpret_cast<float2*>(crow + col) = make_float2(v0, v1);
+          else
+            *reinterpret_cast<__nv_bfloat162*>(crow + col) = __floats2bfloat162_rn(v0, v1);
+        }
+      }
+    }
+  }
+}
+
+template <bool AK, bool BK, bool Wgrad, class OutT>
+void launch(cudaStream_t stream, const Args& p, dim3 grid, const char* op) {
+  auto kernel = grouped_gemm_kernel<AK, BK, Wgrad, OutT>;
+  static bool configured = false;  // per instantiation
+  if (!configured) {
+    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             kSmemBytes));
+    configured = true;
+  }
+  kernel<<<grid, kGemmThreads, kSmemBytes, stream>>>(p);
+  NMOE_CUDA_LAUNCHED(op);
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+
+// NMOE_GROUPED_GEMM=cublas selects the per-expert cuBLAS loop instead (for
+// comparison); the default is "device".
+static bool device_kernel_selected() {
+  static const bool selected = [] {
+    const char* v = std::getenv("NMOE_GROUPED_GEMM");
+    const std::string s = v ? v : "device";
+    NMOE_CHECK(s == "device" || s == "cublas", "NMOE_GROUPED_GEMM must be device or cublas, got '", s,
+               "'");
+    return s == "device";
+  }();
+  return selected;
+}
+
+bool device_grouped_gemm_supported(int64_t R, int64_t S, const void* a, const void* b,
+                                   const void* c) {
+  return device_kernel_selected() && R % 8 == 0 && S % 8 == 0 && R > 0 && S > 0 && aligned16(a) && aligned16(b) &&
+         aligned16(c);
+}
+
+void device_grouped_gemm(cudaStream_t stream, int* err, const __nv_bfloat16* X,
+                         const __nv_bfloat16* W, bool transW, const int32_t* offsets, int E,
+                         int64_t M, int64_t R, int64_t S, __nv_bfloat16* Y) {
+  const char* op = "grouped_matmul";
+  if (M == 0) return;
+  Args p{};
+  p.A = X;
+  p.B = W;
+  p.C = Y;
+  p.offsets = offsets;
+  p.rows = M;
+  p.E = E;
+  p.err = err;
+  p.b_stride = R * S;
+  // transW: Y [M,R] = X [M,S] . W_e^T, W_e [R,S] is K-major (N = R, K = S).
+  // else:   Y [M,S] = X [M,R] . W_e,   W_e [R,S] is N-major (N = S, K = R).
+  p.N = transW ? R : S;
+  p.K = transW ? S : R;
+  p.lda = p.K;
+  p.ldb = S;
+  p.ldc = p.N;
+  p.tiles_n = static_cast<int>((p.N + kBN - 1) / kBN);
+  const int64_t tiles_m = (M + kBM - 1) / kBM + E;  // bound on sum over experts of ceil(m_e / BM)
+  const int64_t blocks = tiles_m * p.tiles_n;
+  NMOE_CHECK(blocks < (1LL << 31), op, ": ", M, " rows x ", p.N, " columns is too large for one launch");
+  const dim3 grid(static_cast<unsigned>(blocks));
+  if (transW) launch<true, true, false, __nv_bfloat16>(stream, p, grid, op);
+  else launch<true, false, false, __nv_bfloat16>(stream, p, grid, op);
+}
+
+void device_grouped_gemm_wgrad(cudaStream_t stream, int* err, const __nv_bfloat16* dY,
+                               const __nv_bfloat16* X, const int32_t* offsets, int E, int64_t M,
+                               int64_t R, int64_t S, void* dW, bool dW_f32) {
+  const char* op = "grouped_matmul_wgrad";
+  if (M == 0 || E == 0) return;
+  NMOE_CHECK(E <= 65535, op, ": at most 65535 experts per call, got ", E);
+  Args p{};
+  p.A = dY;  // element (r, k) at dY[k * R + r]: MN-major
+  p.B = X;   // element (s, k) at X[k * S + s]: MN-major
+  p.C = dW;
+  p.offsets = offsets;
+  p.rows = M;
+  p.E = E;
+  p.err = err;
+  p.M = R;
+  p.N = S;
+  p.lda = R;
+  p.ldb = S;
+  p.ldc = S;
+  p.c_stride = R * S;
+  p.tiles_m = static_cast<int>((R + kBM - 1) / kBM);
+  p.tiles_n = static_cast<int>((S + kBN - 1) / kBN);
+  const dim3 grid(static_cast<unsigned>(p.tiles_m * p.tiles_n), static_cast<unsigned>(E));
+  if (dW_f32) launch<false, false, true, float>(stream, p, grid, op);
+  else launch<false, false, true, __nv_bfloat16>(stream, p, grid, op);
+}
+
+}  // namespace nmoe::cuda
