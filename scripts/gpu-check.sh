@@ -6,8 +6,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/nmoe-gpu-out}
 mkdir -p "$OUT" /tmp/nmoe-libs
-tar -xzf .gpu/deps.tar.gz -C /tmp/nmoe-libs
-export LD_LIBRARY_PATH=/tmp/nmoe-libs/lib:${LD_LIBRARY_PATH:-}
+tar -xJf .gpu/deps.tar.xz -C /tmp/nmoe-libs
+export LD_LIBRARY_PATH=/tmp/nmoe-libs/lib:${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}${NMOE_CUDNN_LIB_DIR:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib}  # cuDNN 9: not packed
 export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
@@ -64,6 +64,28 @@ if [ "${RDEP:-0}" = 1 ]; then
   victim=$(pgrep -P $lp | tail -1)
   t0=$(date +%s); kill -9 "$victim"; wait $lp; rc=$?; t1=$(date +%s)
   echo "kill-a-rank: launcher exit $rc after $((t1 - t0)) s; $(grep -m1 -E 'error' "$OUT/ep_kill.log")"
+fi
+
+# Expert grouped GEMMs at the super shapes: the wgmma and mma.sync kernels (the
+# latter's tests too), the per-expert cuBLAS loop and torch._grouped_mm, same
+# GPU, same call.
+if [ "${GG_BENCH:-0}" = 1 ]; then
+  echo
+  NMOE_GROUPED_GEMM=mma .gpu/bin/nmoe_gpu_tests --gtest_brief=1 --gtest_filter='CudaGroupedGemm.*' 2>&1 | tail -3
+  for impl in wgmma mma cublas; do
+    NMOE_GROUPED_GEMM=$impl .gpu/bin/nmoe_gpu_tests --gtest_also_run_disabled_tests \
+      --gtest_filter='CudaGroupedGemm.DISABLED_*' 2>&1 | grep '^\[grouped-gemm' | tee -a "$OUT/grouped_gemm.txt"
+  done
+  python3 scripts/bench_torch_grouped_mm.py 2>&1 | tail -8 | tee -a "$OUT/grouped_gemm.txt"
+fi
+
+# Where a step's time goes: each op between two synchronizations (n bench --op-times).
+if [ -n "${OP_TIMES:-}" ]; then
+  for cfg in $OP_TIMES; do
+    echo
+    timeout 150 .gpu/bin/n bench "configs/speedrun/$cfg.toml" --set device=cuda --micro-batch 16 --seq 2048 \
+      --steps 2 --warmup 1 --op-times 2>&1 >/dev/null | tee "$OUT/op_times_$cfg.txt" | head -24
+  done
 fi
 
 # Throughput of the speedrun models at micro-batch 16 x 2048 next to the PyTorch

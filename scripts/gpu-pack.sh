@@ -9,13 +9,17 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target n nmoe_gpu_tests
 rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
 cp "$BUILD"/n "$BUILD"/nmoe_gpu_tests .gpu/bin/
-# Every shared library except glibc's and CUDA's (the GPU image brings its own CUDA 13).
+# Every shared library except glibc's, CUDA's (the GPU image brings its own CUDA 13)
+# and cuDNN's (hundreds of MB; gpu-check.sh finds the GPU image's copy).
 for b in .gpu/bin/*; do ldd "$b"; done | awk '/=>/ {print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
     libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libresolv.so*) ;;
     libcuda.so*|libcudart.so*|libcublas*.so*|libnvidia*) ;;
+    libcudnn*) ;;
     *) cp -L "$lib" .gpu/lib/ ;;
   esac
 done
-tar -C .gpu -czf .gpu/deps.tar.gz lib && rm -rf .gpu/lib
+# xz: the libraries (OpenBLAS above all) must fit the transfer with the binaries.
+tar -C .gpu -cJf .gpu/deps.tar.xz lib && rm -rf .gpu/lib
+strip .gpu/bin/*
 du -sh .gpu/* 

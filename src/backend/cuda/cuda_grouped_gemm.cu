@@ -7,6 +7,8 @@
 //               segment runs along M, B_e is expert e's weight)
 //   wgrad mode  C_e (+)= A[seg e]^T . B[seg e] (weight gradient; the segment
 //               runs along K)
+// This file holds the portable kernel (mma.sync, any sm_80+ GPU) and the host
+// entry points; cuda_grouped_gemm_wgmma.cu holds the Hopper kernel, the default.
 // Every block computes one 128 x 128 output tile with 4 warps (64 x 64 each,
 // mma.sync m16n8k16), streaming K in steps of 32 through a 4-stage cp.async
 // pipeline. Operands are "K-major" (element (i, k) at p[i * ld + k]) or
@@ -22,41 +24,19 @@
 
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_grouped_gemm.h"
+#include "backend/cuda/cuda_grouped_gemm_common.cuh"
 
 namespace nmoe::cuda {
 namespace {
+
+using namespace gg;
+using Args = GroupedGemmArgs;
 
 constexpr int kBM = 128, kBN = 128, kBK = 32, kStages = 4, kGemmThreads = 128;
 constexpr int kTileBytes = kBM * kBK * 2;             // one operand tile, 8 KiB
 constexpr int kStageBytes = 2 * kTileBytes;           // A and B
 constexpr int kSmemBytes = kStages * kStageBytes;     // 64 KiB
 
-struct Args {
-  const __nv_bfloat16* A;
-  const __nv_bfloat16* B;
-  void* C;
-  const int32_t* offsets;  // [E + 1]
-  int64_t rows;            // offsets[E] must equal this
-  int E;
-  int tiles_m, tiles_n;    // wgrad: output tiles; rows mode: tiles_n only
-  int64_t M, N, K;         // rows mode: N, K; wgrad: M = R, N = S (K ragged)
-  int64_t lda, ldb, ldc;
-  int64_t b_stride;        // rows mode: elements between experts' B
-  int64_t c_stride;        // wgrad: elements between experts' C
-  int* err;
-};
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
-  const int n = valid ? 16 : 0;  // 0: fill the 16 bytes with zeros, read nothing
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -151,62 +131,6 @@ __device__ __forceinline__ void load_b_frags(uint32_t (&b)[8][2], uint32_t tile,
   }
 }
 
-// Checks the offsets and, in rows mode, maps the block's linear M tile `t` to
-// (expert, first row of the tile). Returns false when the block has no work.
-// Every block validates the whole array; a bad array is reported and skipped.
-__device__ bool locate_tile(const Args& p, int t, int& expert, int64_t& row0) {
-  __shared__ int s_expert, s_bad;
-  __shared__ int64_t s_row0;
-  __shared__ int s_warp_tiles[kGemmThreads / 32];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (tid == 0) {
-    s_expert = -1;
-    s_bad = p.offsets[0] != 0 || p.offsets[p.E] != p.rows;
-  }
-  __syncthreads();
-  // Thread tid owns experts [e0, e1).
-  const int per = (p.E + kGemmThreads - 1) / kGemmThreads;
-  const int e0 = min(p.E, tid * per), e1 = min(p.E, e0 + per);
-  int tiles = 0;
-  bool bad = false;
-  for (int e = e0; e < e1; ++e) {
-    const int32_t m = p.offsets[e + 1] - p.offsets[e];
-    bad |= m < 0;
-    tiles += (max(m, 0) + kBM - 1) / kBM;
-  }
-  if (bad) s_bad = 1;
-  // Exclusive scan of `tiles` over the block.
-  int incl = tiles;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int v = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += v;
-  }
-  if (lane == 31) s_warp_tiles[warp] = incl;
-  __syncthreads();
-  int before = incl - tiles;
-  for (int w = 0; w < warp; ++w) before += s_warp_tiles[w];
-  if (!s_bad) {
-    for (int e = e0; e < e1; ++e) {
-      const int32_t m = p.offsets[e + 1] - p.offsets[e];
-      const int n = (m + kBM - 1) / kBM;
-      if (t >= before && t < before + n) {
-        s_expert = e;
-        s_row0 = p.offsets[e] + static_cast<int64_t>(t - before) * kBM;
-      }
-      before += n;
-    }
-  }
-  __syncthreads();
-  if (s_bad) {
-    if (tid == 0) report_error(p.err, kErrOffsets);
-    return false;
-  }
-  expert = s_expert;
-  row0 = s_row0;
-  return expert >= 0;
-}
-
 // AK / BK: whether A / B are K-major. Wgrad: segment along K, C accumulates.
 template <bool AK, bool BK, bool Wgrad, class OutT>
 __global__ void __launch_bounds__(kGemmThreads, 2) grouped_gemm_kernel(const Args p) {
@@ -222,7 +146,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) grouped_gemm_kernel(const Arg
     const int tm = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
     int e_unused;
     int64_t r_unused;
-    if (blockIdx.x == 0 && blockIdx.y == 0) locate_tile(p, -1, e_unused, r_unused);  // validates
+    if (blockIdx.x == 0 && blockIdx.y == 0) locate_tile<kBM, kGemmThreads>(p, -1, e_unused, r_unused);  // validates
     k_begin = p.offsets[expert];
     k_end = p.offsets[expert + 1];
     if (k_begin < 0 || k_end > p.rows || k_end <= k_begin) return;  // empty or bad: C unchanged
@@ -231,7 +155,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) grouped_gemm_kernel(const Arg
     m_end = p.M;
   } else {
     const int t = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
-    if (!locate_tile(p, t, expert, m0)) return;
+    if (!locate_tile<kBM, kGemmThreads>(p, t, expert, m0)) return;
     m_end = p.offsets[expert + 1];
     n0 = static_cast<int64_t>(tn) * kBN;
     k_begin = 0;
@@ -295,23 +219,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) grouped_gemm_kernel(const Arg
       for (int ni = 0; ni < 8; ++ni) {
         const int64_t col = n0 + wn * 64 + ni * 8 + 2 * t4;
         if (col >= p.N) continue;
-        float v0 = acc[mi][ni][2 * half], v1 = acc[mi][ni][2 * half + 1];
-        if constexpr (Wgrad) {  // C += product
-          if constexpr (sizeof(OutT) == 4) {
-            float2 old = *reinterpret_cast<float2*>(crow + col);
-            *reinterpret_cast<float2*>(crow + col) = make_float2(old.x + v0, old.y + v1);
-          } else {
-            const __nv_bfloat162 old = *reinterpret_cast<__nv_bfloat162*>(crow + col);
-            v0 += __low2float(old);
-            v1 += __high2float(old);
-            *reinterpret_cast<__nv_bfloat162*>(crow + col) = __floats2bfloat162_rn(v0, v1);
-          }
-        } else {
-          if constexpr (sizeof(OutT) == 4)
-            *reinterpret_cast<float2*>(crow + col) = make_float2(v0, v1);
-          else
-            *reinterpret_cast<__nv_bfloat162*>(crow + col) = __floats2bfloat162_rn(v0, v1);
-        }
+        store_pair<Wgrad>(crow + col, acc[mi][ni][2 * half], acc[mi][ni][2 * half + 1]);
       }
     }
   }
@@ -334,22 +242,25 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 }  // namespace
 
-// NMOE_GROUPED_GEMM=cublas selects the per-expert cuBLAS loop instead (for
-// comparison); the default is "device".
-static bool device_kernel_selected() {
-  static const bool selected = [] {
+enum class Impl { Wgmma, Mma, Cublas };
+
+// NMOE_GROUPED_GEMM picks the kernel: wgmma (default, Hopper tensor-core
+// instructions), mma (the portable mma.sync kernel) or cublas (one cuBLAS call
+// per expert after a host sync); the others are kept for comparison.
+static Impl selected_impl() {
+  static const Impl impl = [] {
     const char* v = std::getenv("NMOE_GROUPED_GEMM");
-    const std::string s = v ? v : "device";
-    NMOE_CHECK(s == "device" || s == "cublas", "NMOE_GROUPED_GEMM must be device or cublas, got '", s,
-               "'");
-    return s == "device";
+    const std::string s = v ? v : "wgmma";
+    NMOE_CHECK(s == "wgmma" || s == "mma" || s == "cublas",
+               "NMOE_GROUPED_GEMM must be wgmma, mma or cublas, got '", s, "'");
+    return s == "wgmma" ? Impl::Wgmma : s == "mma" ? Impl::Mma : Impl::Cublas;
   }();
-  return selected;
+  return impl;
 }
 
 bool device_grouped_gemm_supported(int64_t R, int64_t S, const void* a, const void* b,
                                    const void* c) {
-  return device_kernel_selected() && R % 8 == 0 && S % 8 == 0 && R > 0 && S > 0 && aligned16(a) && aligned16(b) &&
+  return selected_impl() != Impl::Cublas && R % 8 == 0 && S % 8 == 0 && R > 0 && S > 0 && aligned16(a) && aligned16(b) &&
          aligned16(c);
 }
 
@@ -379,7 +290,8 @@ void device_grouped_gemm(cudaStream_t stream, int* err, const __nv_bfloat16* X,
   const int64_t blocks = tiles_m * p.tiles_n;
   NMOE_CHECK(blocks < (1LL << 31), op, ": ", M, " rows x ", p.N, " columns is too large for one launch");
   const dim3 grid(static_cast<unsigned>(blocks));
-  if (transW) launch<true, true, false, __nv_bfloat16>(stream, p, grid, op);
+  if (selected_impl() == Impl::Wgmma) launch_grouped_gemm_wgmma(stream, p, grid, true, transW, false, false, op);
+  else if (transW) launch<true, true, false, __nv_bfloat16>(stream, p, grid, op);
   else launch<true, false, false, __nv_bfloat16>(stream, p, grid, op);
 }
 
@@ -406,7 +318,8 @@ void device_grouped_gemm_wgrad(cudaStream_t stream, int* err, const __nv_bfloat1
   p.tiles_m = static_cast<int>((R + kBM - 1) / kBM);
   p.tiles_n = static_cast<int>((S + kBN - 1) / kBN);
   const dim3 grid(static_cast<unsigned>(p.tiles_m * p.tiles_n), static_cast<unsigned>(E));
-  if (dW_f32) launch<false, false, true, float>(stream, p, grid, op);
+  if (selected_impl() == Impl::Wgmma) launch_grouped_gemm_wgmma(stream, p, grid, false, false, true, dW_f32, op);
+  else if (dW_f32) launch<false, false, true, float>(stream, p, grid, op);
   else launch<false, false, true, __nv_bfloat16>(stream, p, grid, op);
 }
 

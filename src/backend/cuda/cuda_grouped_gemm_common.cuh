@@ -1,0 +1,127 @@
+// Pieces shared by the grouped GEMM kernels (cuda_grouped_gemm.cu, the
+// mma.sync version; cuda_grouped_gemm_wgmma.cu, the Hopper wgmma version): the
+// launch arguments, cp.async with zero fill, the map from a block's linear M
+// tile to its expert, and the epilogue's store of two adjacent outputs.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cuda/cuda_common.cuh"
+
+namespace nmoe::cuda::gg {
+
+struct GroupedGemmArgs {
+  const __nv_bfloat16* A;
+  const __nv_bfloat16* B;
+  void* C;
+  const int32_t* offsets;  // [E + 1]
+  int64_t rows;            // offsets[E] must equal this
+  int E;
+  int tiles_m, tiles_n;    // wgrad: output tiles; rows mode: tiles_n only
+  int64_t M, N, K;         // rows mode: N, K; wgrad: M = R, N = S (K ragged)
+  int64_t lda, ldb, ldc;
+  int64_t b_stride;        // rows mode: elements between experts' B
+  int64_t c_stride;        // wgrad: elements between experts' C
+  int* err;
+};
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
+  const int n = valid ? 16 : 0;  // 0: fill the 16 bytes with zeros, read nothing
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Checks the offsets and, in rows mode, maps the block's linear M tile `t` to
+// (expert, first row of the tile). Returns false when the block has no work.
+// Every block validates the whole array; a bad array is reported and skipped.
+template <int kBM, int kThreads>
+__device__ bool locate_tile(const GroupedGemmArgs& p, int t, int& expert, int64_t& row0) {
+  __shared__ int s_expert, s_bad;
+  __shared__ int64_t s_row0;
+  __shared__ int s_warp_tiles[kThreads / 32];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (tid == 0) {
+    s_expert = -1;
+    s_bad = p.offsets[0] != 0 || p.offsets[p.E] != p.rows;
+  }
+  __syncthreads();
+  // Thread tid owns experts [e0, e1).
+  const int per = (p.E + kThreads - 1) / kThreads;
+  const int e0 = min(p.E, tid * per), e1 = min(p.E, e0 + per);
+  int tiles = 0;
+  bool bad = false;
+  for (int e = e0; e < e1; ++e) {
+    const int32_t m = p.offsets[e + 1] - p.offsets[e];
+    bad |= m < 0;
+    tiles += (max(m, 0) + kBM - 1) / kBM;
+  }
+  if (bad) s_bad = 1;
+  // Exclusive scan of `tiles` over the block.
+  int incl = tiles;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  if (lane == 31) s_warp_tiles[warp] = incl;
+  __syncthreads();
+  int before = incl - tiles;
+  for (int w = 0; w < warp; ++w) before += s_warp_tiles[w];
+  if (!s_bad) {
+    for (int e = e0; e < e1; ++e) {
+      const int32_t m = p.offsets[e + 1] - p.offsets[e];
+      const int n = (m + kBM - 1) / kBM;
+      if (t >= before && t < before + n) {
+        s_expert = e;
+        s_row0 = p.offsets[e] + static_cast<int64_t>(t - before) * kBM;
+      }
+      before += n;
+    }
+  }
+  __syncthreads();
+  if (s_bad) {
+    if (tid == 0) report_error(p.err, kErrOffsets);
+    return false;
+  }
+  expert = s_expert;
+  row0 = s_row0;
+  return expert >= 0;
+}
+
+// Writes (or, for the weight gradient, adds to) two adjacent outputs.
+template <bool Accumulate, class OutT>
+__device__ __forceinline__ void store_pair(OutT* c, float v0, float v1) {
+  if constexpr (sizeof(OutT) == 4) {
+    float2* p = reinterpret_cast<float2*>(c);
+    if constexpr (Accumulate) {
+      const float2 old = *p;
+      v0 += old.x;
+      v1 += old.y;
+    }
+    *p = make_float2(v0, v1);
+  } else {
+    __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(c);
+    if constexpr (Accumulate) {
+      const __nv_bfloat162 old = *p;
+      v0 += __low2float(old);
+      v1 += __high2float(old);
+    }
+    *p = __floats2bfloat162_rn(v0, v1);
+  }
+}
+
+}  // namespace nmoe::cuda::gg
+
+namespace nmoe::cuda {
+// The Hopper kernel (cuda_grouped_gemm_wgmma.cu): the same 128 x 128 tiles and
+// grid as the mma.sync kernel. Layouts: rows mode A K-major with B K-major or
+// MN-major; wgrad with both MN-major.
+void launch_grouped_gemm_wgmma(cudaStream_t stream, const gg::GroupedGemmArgs& p, dim3 grid,
+                               bool a_kmajor, bool b_kmajor, bool wgrad, bool out_f32, const char* op);
+}  // namespace nmoe::cuda

@@ -1,0 +1,195 @@
+// Hopper (sm_90a) grouped GEMM: the same tiles, segments and operand layouts
+// as the mma.sync kernel of cuda_grouped_gemm.cu, computed by wgmma. A block of
+// two warpgroups owns a 128 x 128 output tile (64 rows per warpgroup, one
+// m64n128k16 instruction per 16 of K), streaming K in steps of 64 through a
+// 3-stage cp.async pipeline (two blocks per multiprocessor). Tiles sit in
+// shared memory in the 128-byte-swizzled layouts wgmma reads directly:
+//   K-major tile   128 rows x 64 k, 128 B per row, 16-byte chunk ^= row % 8
+//   MN-major tile  64 k-rows x 128, as two 64-wide blocks of 64 rows x 128 B,
+//                  chunk ^= k % 8 (read with the transpose bit set)
+// cp.async writes through the generic proxy and wgmma reads through the async
+// proxy, so each thread fences the proxies before the barrier that publishes
+// a stage. Rows outside a segment are zero-filled; each output element is
+// computed by one block in a fixed order (bit-identical reruns).
+#include <cstdint>
+
+#include "backend/cuda/cuda_grouped_gemm.h"
+#include "backend/cuda/cuda_grouped_gemm_common.cuh"
+
+namespace nmoe::cuda {
+namespace {
+
+using namespace gg;
+
+constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 3, kThreads = 256;
+constexpr int kTileBytes = kBM * kBK * 2;                // one operand tile, 16 KiB
+constexpr int kStageBytes = 2 * kTileBytes;              // A and B
+constexpr int kSmemBytes = kStages * kStageBytes + 1024; // + slack to align to 1 KiB
+
+// Shared-memory matrix descriptor: start address, leading and stride byte
+// offsets (all >> 4), 128-byte swizzle.
+__device__ __forceinline__ uint64_t make_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) |
+         (static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16) |
+         (static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ uint32_t kmajor_off(int row, int chunk) {
+  return row * 128 + ((chunk ^ (row & 7)) << 4);
+}
+__device__ __forceinline__ uint32_t mnmajor_off(int k, int chunk) {  // chunk 0..15 along MN
+  return (chunk >> 3) * 8192 + k * 128 + (((chunk & 7) ^ (k & 7)) << 4);
+}
+
+template <bool KMajor>
+__device__ __forceinline__ void load_tile(uint32_t tile, const __nv_bfloat16* g, int64_t ld,
+                                          int64_t i0, int64_t i_end, int64_t k0, int64_t k_end,
+                                          int tid) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int q = tid + j * kThreads;
+    if constexpr (KMajor) {
+      const int r = q >> 3, c = q & 7;
+      const int64_t gi = i0 + r, gk = k0 + c * 8;
+      const bool ok = gi < i_end && gk < k_end;
+      cp_async16(tile + kmajor_off(r, c), ok ? g + gi * ld + gk : g, ok);
+    } else {
+      const int k = q >> 4, c = q & 15;
+      const int64_t gk = k0 + k, gi = i0 + c * 8;
+      const bool ok = gk < k_end && gi < i_end;
+      cp_async16(tile + mnmajor_off(k, c), ok ? g + gk * ld + gi : g, ok);
+    }
+  }
+}
+
+template <int TA, int TB>
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t a, uint64_t b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, 1, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, %66, %67;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "n"(TA), "n"(TB));
+}
+
+// Descriptor of the 16-deep K slice ks of a tile: for the A operand, the
+// warpgroup's 64 rows (row0 = 0 or 64); for B, all 128 columns.
+template <bool KMajor>
+__device__ __forceinline__ uint64_t slice_desc(uint32_t tile, int row0, int ks) {
+  if constexpr (KMajor) return make_desc(tile + row0 * 128 + ks * 32, 16, 1024);
+  else return make_desc(tile + (row0 / 64) * 8192 + ks * 2048, 8192, 1024);
+}
+
+template <bool AK, bool BK, bool Wgrad, class OutT>
+__global__ void __launch_bounds__(kThreads, 2) grouped_gemm_wgmma_kernel(const GroupedGemmArgs p) {
+  extern __shared__ unsigned char smem_raw[];
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warp_in_wg = (tid >> 5) & 3;
+
+  int expert;
+  int64_t m0, n0, m_end, k_begin, k_end;
+  const __nv_bfloat16 *A = p.A, *B = p.B;
+  if constexpr (Wgrad) {
+    expert = blockIdx.y;
+    const int tm = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
+    int e_unused;
+    int64_t r_unused;
+    if (blockIdx.x == 0 && blockIdx.y == 0) locate_tile<kBM, kThreads>(p, -1, e_unused, r_unused);
+    k_begin = p.offsets[expert];
+    k_end = p.offsets[expert + 1];
+    if (k_begin < 0 || k_end > p.rows || k_end <= k_begin) return;  // empty or bad: C unchanged
+    m0 = static_cast<int64_t>(tm) * kBM;
+    n0 = static_cast<int64_t>(tn) * kBN;
+    m_end = p.M;
+  } else {
+    const int t = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
+    if (!locate_tile<kBM, kThreads>(p, t, expert, m0)) return;
+    m_end = p.offsets[expert + 1];
+    n0 = static_cast<int64_t>(tn) * kBN;
+    k_begin = 0;
+    k_end = p.K;
+    B += expert * p.b_stride;
+  }
+
+  const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
+  auto load_stage = [&](int stage, int64_t k0) {
+    const uint32_t ta = base + stage * kStageBytes, tb = ta + kTileBytes;
+    load_tile<AK>(ta, A, p.lda, m0, m_end, k0, k_end, tid);
+    load_tile<BK>(tb, B, p.ldb, n0, p.N, k0, k_end, tid);
+  };
+
+  float acc[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
+
+  const int k_tiles = static_cast<int>((k_end - k_begin + kBK - 1) / kBK);
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < k_tiles) load_stage(s, k_begin + static_cast<int64_t>(s) * kBK);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    cp_async_wait<kStages - 2>();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    const int next = kt + kStages - 1;
+    if (next < k_tiles) load_stage(next % kStages, k_begin + static_cast<int64_t>(next) * kBK);
+    cp_async_commit();
+    const uint32_t ta = base + (kt % kStages) * kStageBytes, tb = ta + kTileBytes;
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+    for (int ks = 0; ks < kBK / 16; ++ks)
+      wgmma_m64n128k16<AK ? 0 : 1, BK ? 0 : 1>(acc, slice_desc<AK>(ta, wg * 64, ks),
+                                               slice_desc<BK>(tb, 0, ks));
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+  }
+  cp_async_wait<0>();
+
+  // Accumulator i of a thread: row 16 * warp + lane / 4 (+8 for i % 4 >= 2),
+  // column 8 * (i / 4) + 2 * (lane % 4) + i % 2.
+  const int g = lane >> 2, t4 = lane & 3;
+  OutT* C = static_cast<OutT*>(p.C);
+  if constexpr (Wgrad) C += expert * p.c_stride;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row = m0 + wg * 64 + warp_in_wg * 16 + g + half * 8;
+    if (row >= m_end) continue;
+    OutT* crow = C + row * p.ldc;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int64_t col = n0 + j * 8 + 2 * t4;
+      if (col >= p.N) continue;
+      store_pair<Wgrad>(crow + col, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
+    }
+  }
+}
+
+template <bool AK, bool BK, bool Wgrad, class OutT>
+void launch(cudaStream_t stream, const GroupedGemmArgs& p, dim3 grid, const char* op) {
+  auto kernel = grouped_gemm_wgmma_kernel<AK, BK, Wgrad, OutT>;
+  static bool configured = false;  // per instantiation
+  if (!configured) {
+    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             kSmemBytes));
+    configured = true;
+  }
+  kernel<<<grid, kThreads, kSmemBytes, stream>>>(p);
+  NMOE_CUDA_LAUNCHED(op);
+}
+
+}  // namespace
+
+void launch_grouped_gemm_wgmma(cudaStream_t stream, const GroupedGemmArgs& p, dim3 grid, bool a_kmajor,
+                               bool b_kmajor, bool wgrad, bool out_f32, const char* op) {
+  if (!wgrad && a_kmajor && b_kmajor) launch<true, true, false, __nv_bfloat16>(stream, p, grid, op);
+  else if (!wgrad && a_kmajor && !b_kmajor) launch<true, false, false, __nv_bfloat16>(stream, p, grid, op);
+  else if (wgrad && !a_kmajor && !b_kmajor && out_f32) launch<false, false, true, float>(stream, p, grid, op);
+  else if (wgrad && !a_kmajor && !b_kmajor) launch<false, false, true, __nv_bfloat16>(stream, p, grid, op);
+  else NMOE_CHECK(false, op, ": no wgmma grouped GEMM for this operand layout");
+}
+
+}  // namespace nmoe::cuda
