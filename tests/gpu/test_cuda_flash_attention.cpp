@@ -52,6 +52,12 @@ struct FlashBwd {
   ~FlashBwd() { unsetenv("NMOE_FLASH_ATTN_BWD"); }
 };
 
+// Selects the flash kernels over cuDNN's fused attention (NMOE_ATTN=flash) for this scope.
+struct UseFlash {
+  UseFlash() { setenv("NMOE_ATTN", "flash", 1); }
+  ~UseFlash() { unsetenv("NMOE_ATTN"); }
+};
+
 struct Case {
   int64_t B;
   int T;
@@ -60,6 +66,7 @@ struct Case {
 
 TEST(CudaFlashAttention, MatchesCpu) {
   NMOE_SKIP_WITHOUT_CUDA();
+  UseFlash flash;
   FlashBwd flash_bwd;
   std::mt19937_64 rng(2024);
   const Case cases[] = {{2, 1, 3, 64},  {2, 17, 3, 64},  {3, 64, 2, 64},  {2, 200, 3, 64},
@@ -96,6 +103,7 @@ TEST(CudaFlashAttention, MatchesCpu) {
 
 TEST(CudaFlashAttention, Deterministic) {
   NMOE_SKIP_WITHOUT_CUDA();
+  UseFlash flash;
   FlashBwd flash_bwd;
   std::mt19937_64 rng(7);
   for (const Case& c : {Case{2, 200, 3, 64}, Case{1, 333, 2, 128}}) {
@@ -121,6 +129,7 @@ TEST(CudaFlashAttention, Deterministic) {
 
 TEST(CudaFlashAttention, DISABLED_Bench) {
   NMOE_SKIP_WITHOUT_CUDA();
+  UseFlash flash;
   const int64_t B = 16, T = 2048, H = 12, Dh = 64, N = B * T;
   std::mt19937_64 rng(3);
   auto qkv = to_bf16(rounded_bf16(uniform(F, Shape{N, 3, H, Dh}, rng, -2, 2)));

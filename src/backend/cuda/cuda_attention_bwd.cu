@@ -1,4 +1,7 @@
-// Causal softmax attention backward (FlashAttention-2 math), deterministic:
+// Causal softmax attention backward. BF16 runs on cuDNN's fused attention by
+// default (cuda_cudnn_attention.cpp), else on the tensor-core flash kernels
+// (cuda_flash_attention.cu); the kernels below are the fp32 CUDA-core fallback
+// (FlashAttention-2 math), deterministic:
 //   D_i = dout_i . out_i,  p_ij = exp(scale q_i.k_j - lse_i),  dS_ij = p_ij (dout_i.v_j - D_i)
 //   dq_i = scale sum_{j<=i} dS_ij k_j        (one block per query tile, keys in order)
 //   dk_j = scale sum_{i>=j} dS_ij q_i,  dv_j = sum_{i>=j} p_ij dout_i
@@ -7,6 +10,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_attention_common.cuh"
+#include "backend/cuda/cuda_cudnn_attention.h"
 #include "backend/cuda/cuda_flash_attention.h"
 
 namespace nmoe {
@@ -214,6 +218,13 @@ void CudaBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Ten
     using T = decltype(tag);
     if (L.N == 0 || L.H == 0) return;
     const int dmax = attention_dmax(op, L.Dh);
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      // cuDNN fused attention first (NMOE_ATTN, cuda_cudnn_attention.h); false: not this shape.
+      if (cudnn_attention_selected(op, L.Dh) &&
+          cudnn_attention_bwd(*this, L, dout.ptr<T>(), qkv.ptr<T>(), out.ptr<T>(),
+                              lse.ptr<float>(), dqkv.ptr<T>(), static_cast<float>(scale)))
+        return;
+    }
     NMOE_CHECK(L.B * L.H <= 65535, op, ": B*H = ", L.B * L.H, " exceeds the grid limit 65535");
     float* delta = static_cast<float*>(
         scratch(Scratch::Partials, static_cast<size_t>(L.N * L.H) * sizeof(float)));

@@ -1,9 +1,13 @@
-// Causal softmax attention forward: one block per (query tile, sequence, head),
+// Causal softmax attention forward. BF16 runs on cuDNN's fused attention by
+// default (cuda_cudnn_attention.cpp), else on the tensor-core flash kernels
+// (cuda_flash_attention.cu); the kernel below is the fp32 CUDA-core fallback:
+// one block per (query tile, sequence, head),
 // online softmax over key tiles; only one [kTile, kTile] score tile exists at a
 // time (in registers). Deterministic: fixed loop order, shuffle-tree reductions.
 #include <type_traits>
 
 #include "backend/cuda/cuda_attention_common.cuh"
+#include "backend/cuda/cuda_cudnn_attention.h"
 #include "backend/cuda/cuda_flash_attention.h"
 
 namespace nmoe {
@@ -105,9 +109,15 @@ void CudaBackend::attention_fwd(const Tensor& qkv, int seq_len, double scale, co
     using T = decltype(tag);
     if (L.N == 0 || L.H == 0) return;
     const int dmax = attention_dmax(op, L.Dh);
-    NMOE_CHECK(L.B * L.H <= 65535, op, ": B*H = ", L.B * L.H, " exceeds the grid limit 65535");
     const float s = static_cast<float>(scale);
     const T* in = qkv.ptr<T>();
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      // cuDNN fused attention first (NMOE_ATTN, cuda_cudnn_attention.h); false: not this shape.
+      if (cudnn_attention_selected(op, L.Dh) &&
+          cudnn_attention_fwd(*this, L, in, out.ptr<T>(), lse.ptr<float>(), s))
+        return;
+    }
+    NMOE_CHECK(L.B * L.H <= 65535, op, ": B*H = ", L.B * L.H, " exceeds the grid limit 65535");
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
       // Tensor-core flash kernels: 16-byte vector loads need aligned rows.
       if (flash_attention_enabled(L.Dh) && reinterpret_cast<uintptr_t>(in) % 16 == 0 &&

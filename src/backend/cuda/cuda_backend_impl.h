@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "ops/backend.h"
 
@@ -30,6 +31,13 @@ struct CUstream_st;
 struct cublasContext;
 
 namespace nmoe {
+
+// cuDNN attention state of one backend: handle and built graphs
+// (cuda_cudnn_attention.cpp); made at first use.
+struct CudnnAttention;
+struct CudnnAttentionDeleter {
+  void operator()(CudnnAttention* p) const;
+};
 
 class CudaBackend final : public Backend {
  public:
@@ -106,10 +114,13 @@ class CudaBackend final : public Backend {
 
   // ---- internals shared by the op files -------------------------------------
   // Grow-only device scratch buffers, one per purpose so one op can hold several.
-  enum class Scratch { Sort, Partials, Logits, LogitsGrad, RowLoss, Small, Count };
+  enum class Scratch { Sort, Partials, Logits, LogitsGrad, RowLoss, Small, Attention, Count };
   void* scratch(Scratch slot, size_t bytes);
   CUstream_st* stream() const { return stream_; }
   cublasContext* cublas() const { return cublas_; }
+  std::unique_ptr<CudnnAttention, CudnnAttentionDeleter>& cudnn_attention() {
+    return cudnn_attention_;
+  }
   int* device_error_flag() const { return err_dev_; }
   // Copies the I32 offsets [n] to pinned host memory and waits (grouped GEMMs).
   const int32_t* offsets_to_host(const Tensor& offsets, const char* op);
@@ -130,6 +141,7 @@ class CudaBackend final : public Backend {
   int32_t* offsets_host_ = nullptr;  // pinned, offsets_host_cap_ elements
   size_t offsets_host_cap_ = 0;
   Buffer scratch_[static_cast<int>(Scratch::Count)];
+  std::unique_ptr<CudnnAttention, CudnnAttentionDeleter> cudnn_attention_;
 };
 
 }  // namespace nmoe

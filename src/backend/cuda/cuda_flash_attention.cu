@@ -13,8 +13,11 @@
 //   (3) dQ: one block per (64-query tile, b, h) looping over key tiles in order.
 // Every output element is written once by one block with a fixed loop order, so
 // results are bit-identical run to run.
-// Routing: the forward is the default for BF16 with Dh 64/128 (NMOE_FLASH_ATTN=0
-// turns it off); the backward is opt-in (NMOE_FLASH_ATTN_BWD=1) until checked on a GPU.
+// Routing: BF16 attention tries cuDNN's fused attention first (NMOE_ATTN=cudnn,
+// the default when built with cuDNN; cuda_cudnn_attention.cpp). With
+// NMOE_ATTN=flash, without cuDNN, or for a shape cuDNN rejects, these kernels
+// run for Dh 64/128; NMOE_FLASH_ATTN=0 (both passes) or NMOE_FLASH_ATTN_BWD=0
+// (backward only) select the fp32 CUDA-core kernels instead.
 #include <mma.h>
 
 #include <cstdlib>
