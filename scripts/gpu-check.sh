@@ -71,10 +71,16 @@ fi
 # GPU, same call.
 if [ "${GG_BENCH:-0}" = 1 ]; then
   echo
-  NMOE_GROUPED_GEMM=mma .gpu/bin/nmoe_gpu_tests --gtest_brief=1 --gtest_filter='CudaGroupedGemm.*' 2>&1 | tail -3
-  for impl in wgmma mma cublas; do
-    NMOE_GROUPED_GEMM=$impl .gpu/bin/nmoe_gpu_tests --gtest_also_run_disabled_tests \
-      --gtest_filter='CudaGroupedGemm.DISABLED_*' 2>&1 | grep '^\[grouped-gemm' | tee -a "$OUT/grouped_gemm.txt"
+  for v in "mma serial" "wgmma overlap"; do
+    set -- $v
+    echo "grouped GEMM tests, $1 $2: $(NMOE_GROUPED_GEMM=$1 NMOE_GG_PIPELINE=$2 .gpu/bin/nmoe_gpu_tests \
+      --gtest_brief=1 --gtest_filter='CudaGroupedGemm.*' 2>&1 | grep -E '^\[  (PASSED|FAILED)' | tr '\n' ' ')"
+  done
+  for v in "wgmma serial" "wgmma overlap" "mma serial" "cublas serial"; do
+    set -- $v
+    NMOE_GROUPED_GEMM=$1 NMOE_GG_PIPELINE=$2 .gpu/bin/nmoe_gpu_tests --gtest_also_run_disabled_tests \
+      --gtest_filter='CudaGroupedGemm.DISABLED_*' 2>&1 | grep '^\[grouped-gemm' | sed "s/^\[grouped-gemm $1/[grouped-gemm $1-$2/" \
+      | tee -a "$OUT/grouped_gemm.txt"
   done
   python3 scripts/bench_torch_grouped_mm.py 2>&1 | tail -8 | tee -a "$OUT/grouped_gemm.txt"
 fi

@@ -2,7 +2,7 @@
 // as the mma.sync kernel of cuda_grouped_gemm.cu, computed by wgmma. A block of
 // two warpgroups owns a 128 x 128 output tile (64 rows per warpgroup, one
 // m64n128k16 instruction per 16 of K), streaming K in steps of 64 through a
-// 3-stage cp.async pipeline (two blocks per multiprocessor). Tiles sit in
+// multi-stage cp.async pipeline (see Pipe). Tiles sit in
 // shared memory in the 128-byte-swizzled layouts wgmma reads directly:
 //   K-major tile   128 rows x 64 k, 128 B per row, 16-byte chunk ^= row % 8
 //   MN-major tile  64 k-rows x 128, as two 64-wide blocks of 64 rows x 128 B,
@@ -12,6 +12,8 @@
 // a stage. Rows outside a segment are zero-filled; each output element is
 // computed by one block in a fixed order (bit-identical reruns).
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "backend/cuda/cuda_grouped_gemm.h"
 #include "backend/cuda/cuda_grouped_gemm_common.cuh"
@@ -21,10 +23,20 @@ namespace {
 
 using namespace gg;
 
-constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 3, kThreads = 256;
+constexpr int kBM = 128, kBN = 128, kBK = 64, kThreads = 256;
 constexpr int kTileBytes = kBM * kBK * 2;                // one operand tile, 16 KiB
 constexpr int kStageBytes = 2 * kTileBytes;              // A and B
-constexpr int kSmemBytes = kStages * kStageBytes + 1024; // + slack to align to 1 KiB
+
+// Two pipelines (NMOE_GG_PIPELINE): "serial" (3 stages, two blocks per
+// multiprocessor, each k-tile's wgmma finished before the next barrier) and
+// "overlap" (4 stages, one block per multiprocessor, one k-tile's wgmma kept in
+// flight across the barrier and the next loads).
+template <bool Overlap>
+struct Pipe {
+  static constexpr int kStages = Overlap ? 4 : 3;
+  static constexpr int kBlocksPerSm = Overlap ? 1 : 2;
+  static constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + slack to align to 1 KiB
+};
 
 // Shared-memory matrix descriptor: start address, leading and stride byte
 // offsets (all >> 4), 128-byte swizzle.
@@ -84,8 +96,12 @@ __device__ __forceinline__ uint64_t slice_desc(uint32_t tile, int row0, int ks) 
   else return make_desc(tile + (row0 / 64) * 8192 + ks * 2048, 8192, 1024);
 }
 
-template <bool AK, bool BK, bool Wgrad, class OutT>
-__global__ void __launch_bounds__(kThreads, 2) grouped_gemm_wgmma_kernel(const GroupedGemmArgs p) {
+template <bool AK, bool BK, bool Wgrad, class OutT, bool Overlap>
+__global__ void __launch_bounds__(kThreads, Pipe<Overlap>::kBlocksPerSm)
+    grouped_gemm_wgmma_kernel(const GroupedGemmArgs p) {
+  constexpr int kStages = Pipe<Overlap>::kStages;
+  // Tiles loaded ahead of the one being multiplied.
+  constexpr int kAhead = Overlap ? kStages - 2 : kStages - 1;
   extern __shared__ unsigned char smem_raw[];
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warp_in_wg = (tid >> 5) & 3;
 
@@ -127,15 +143,17 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_wgmma_kernel(const G
 
   const int k_tiles = static_cast<int>((k_end - k_begin + kBK - 1) / kBK);
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < kAhead; ++s) {
     if (s < k_tiles) load_stage(s, k_begin + static_cast<int64_t>(s) * kBK);
     cp_async_commit();
   }
   for (int kt = 0; kt < k_tiles; ++kt) {
-    cp_async_wait<kStages - 2>();
+    cp_async_wait<kAhead - 1>();  // tile kt has landed
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    // After this barrier every warpgroup is past its wait for the wgmma of
+    // tile kt - 2 (overlap) or kt - 1 (serial), so that stage can be refilled.
     __syncthreads();
-    const int next = kt + kStages - 1;
+    const int next = kt + kAhead;
     if (next < k_tiles) load_stage(next % kStages, k_begin + static_cast<int64_t>(next) * kBK);
     cp_async_commit();
     const uint32_t ta = base + (kt % kStages) * kStageBytes, tb = ta + kTileBytes;
@@ -145,8 +163,10 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_wgmma_kernel(const G
       wgmma_m64n128k16<AK ? 0 : 1, BK ? 0 : 1>(acc, slice_desc<AK>(ta, wg * 64, ks),
                                                slice_desc<BK>(tb, 0, ks));
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    if constexpr (Overlap) asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    else asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   cp_async_wait<0>();
 
   // Accumulator i of a thread: row 16 * warp + lane / 4 (+8 for i % 4 >= 2),
@@ -168,17 +188,34 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_wgmma_kernel(const G
   }
 }
 
-template <bool AK, bool BK, bool Wgrad, class OutT>
-void launch(cudaStream_t stream, const GroupedGemmArgs& p, dim3 grid, const char* op) {
-  auto kernel = grouped_gemm_wgmma_kernel<AK, BK, Wgrad, OutT>;
+template <bool AK, bool BK, bool Wgrad, class OutT, bool Overlap>
+void launch_pipe(cudaStream_t stream, const GroupedGemmArgs& p, dim3 grid, const char* op) {
+  auto kernel = grouped_gemm_wgmma_kernel<AK, BK, Wgrad, OutT, Overlap>;
+  constexpr int smem = Pipe<Overlap>::kSmemBytes;
   static bool configured = false;  // per instantiation
   if (!configured) {
-    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             kSmemBytes));
+    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     configured = true;
   }
-  kernel<<<grid, kThreads, kSmemBytes, stream>>>(p);
+  kernel<<<grid, kThreads, smem, stream>>>(p);
   NMOE_CUDA_LAUNCHED(op);
+}
+
+bool overlap_selected() {
+  static const bool overlap = [] {
+    const char* v = std::getenv("NMOE_GG_PIPELINE");
+    const std::string s = v ? v : "serial";
+    NMOE_CHECK(s == "serial" || s == "overlap", "NMOE_GG_PIPELINE must be serial or overlap, got '", s,
+               "'");
+    return s == "overlap";
+  }();
+  return overlap;
+}
+
+template <bool AK, bool BK, bool Wgrad, class OutT>
+void launch(cudaStream_t stream, const GroupedGemmArgs& p, dim3 grid, const char* op) {
+  if (overlap_selected()) launch_pipe<AK, BK, Wgrad, OutT, true>(stream, p, grid, op);
+  else launch_pipe<AK, BK, Wgrad, OutT, false>(stream, p, grid, op);
 }
 
 }  // namespace
