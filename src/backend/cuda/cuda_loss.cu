@@ -55,6 +55,63 @@ __global__ void ce_row_kernel(float* logits, G* grads, int64_t V, const int32_t*
 }
 
 // loss_sum += sum of row_loss[0, N), a fixed-shape reduction (one block).
+// The same row computation with the row held in registers: each of 1024
+// threads loads up to kVec float4 of the logits once (one read of the row
+// instead of three); used when V is a multiple of 4 and at most 4096 * kVec.
+constexpr int kCeRegThreads = 1024, kCeRegVec = 13;  // V <= 53,248 (GPT-2's 50,304 fits)
+
+template <class G>
+__global__ void __launch_bounds__(kCeRegThreads) ce_row_reg_kernel(
+    float* logits, G* grads, int64_t V, const int32_t* targets, int64_t ignore_index,
+    float grad_scale, bool grad, double* row_loss, int* err) {
+  __shared__ float red[32];
+  const int64_t r = blockIdx.x;
+  const int n4 = static_cast<int>(V / 4);
+  const float4* row = reinterpret_cast<const float4*>(logits + r * V);
+  G* grow = grads + r * V;
+  const int32_t target = targets[r];
+  if (target >= V && threadIdx.x == 0) report_error(err, kErrTargetRange);
+  const bool counted = target >= 0 && target < V && target != ignore_index;
+  float4 x[kCeRegVec];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < kCeRegVec; ++j) {
+    const int i = threadIdx.x + j * kCeRegThreads;
+    x[j] = i < n4 ? row[i] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+    mx = fmaxf(mx, fmaxf(fmaxf(x[j].x, x[j].y), fmaxf(x[j].z, x[j].w)));
+  }
+  const float target_logit = counted ? logits[r * V + target] : 0.f;  // read before any write
+  mx = block_max(mx, red);
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < kCeRegVec; ++j)
+    sum += expf(x[j].x - mx) + expf(x[j].y - mx) + expf(x[j].z - mx) + expf(x[j].w - mx);
+  sum = block_sum(sum, red);  // ends with a barrier: every thread has read its row values
+  const float lse = mx + logf(sum);
+  if (threadIdx.x == 0) row_loss[r] = counted ? double(lse) - double(target_logit) : 0.0;
+  if (!grad) return;
+#pragma unroll
+  for (int j = 0; j < kCeRegVec; ++j) {
+    const int i = threadIdx.x + j * kCeRegThreads;
+    if (i >= n4) continue;
+    float g[4] = {expf(x[j].x - lse), expf(x[j].y - lse), expf(x[j].z - lse), expf(x[j].w - lse)};
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      if (4 * i + q == target) g[q] -= 1.f;
+      g[q] = counted ? g[q] * grad_scale : 0.f;
+    }
+    if constexpr (std::is_same_v<G, float>) {
+      reinterpret_cast<float4*>(grow)[i] = make_float4(g[0], g[1], g[2], g[3]);
+    } else {
+      __nv_bfloat162 lo = __floats2bfloat162_rn(g[0], g[1]), hi = __floats2bfloat162_rn(g[2], g[3]);
+      uint2 packed;
+      packed.x = *reinterpret_cast<uint32_t*>(&lo);
+      packed.y = *reinterpret_cast<uint32_t*>(&hi);
+      reinterpret_cast<uint2*>(grow)[i] = packed;
+    }
+  }
+}
+
 __global__ void ce_sum_kernel(const double* row_loss, int64_t N, double* loss_sum) {
   __shared__ double red[32];
   double acc = 0;
@@ -89,13 +146,20 @@ void CudaBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& 
     double* row_loss =
         static_cast<double*>(scratch(Scratch::RowLoss, static_cast<size_t>(N) * sizeof(double)));
     const T* hp = h.ptr<T>();
+    // 8-byte (BF16) / 16-byte (F32) gradient stores need V * sizeof(T) % 16 == 0 rows.
+    const bool aligned_rows = (V * int64_t(sizeof(T))) % 16 == 0;
     for (int64_t begin = 0; begin < N; begin += chunk) {
       const int64_t rows = std::min(chunk, N - begin);
       gemm(*this, op, h.dtype, DType::F32, false, true, rows, V, D, 1.0, hp + begin * D, D,
            W.data, D, 0.0, logits, V);
-      ce_row_kernel<T><<<unsigned(rows), kCeThreads, 0, stream()>>>(
-          logits, gl, V, targets.ptr<int32_t>() + begin, ignore_index,
-          static_cast<float>(grad_scale), grad, row_loss + begin, device_error_flag());
+      if (V % 4 == 0 && V <= int64_t(4) * kCeRegThreads * kCeRegVec && (!grad || aligned_rows))
+        ce_row_reg_kernel<T><<<unsigned(rows), kCeRegThreads, 0, stream()>>>(
+            logits, gl, V, targets.ptr<int32_t>() + begin, ignore_index,
+            static_cast<float>(grad_scale), grad, row_loss + begin, device_error_flag());
+      else
+        ce_row_kernel<T><<<unsigned(rows), kCeThreads, 0, stream()>>>(
+            logits, gl, V, targets.ptr<int32_t>() + begin, ignore_index,
+            static_cast<float>(grad_scale), grad, row_loss + begin, device_error_flag());
       NMOE_CUDA_LAUNCHED(op);
       if (!grad) continue;
       // G = the logits chunk now: dh_chunk = G @ W (write), dW += G^T @ h_chunk.
