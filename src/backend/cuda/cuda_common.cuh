@@ -96,6 +96,72 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
   return static_cast<unsigned>(std::clamp<int64_t>(blocks, 1, kMaxGrid));
 }
 
+// ---- 16-byte vector access -------------------------------------------------------------------
+// Memory-bound kernels move 16 bytes per thread per access (8 bf16 or 4 fp32),
+// coalesced across the warp. Their vector path needs rows whose width is a
+// multiple of kVec<T> and 16-byte aligned pointers (vec_ok); other shapes take
+// the scalar kernels, which compute the same values in the same order.
+template <class T>
+constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+
+inline bool is_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// True when every width is a multiple of kVec<T> and every pointer is 16-byte aligned.
+template <class T>
+bool vec_ok(std::initializer_list<int64_t> widths, std::initializer_list<const void*> ptrs) {
+  for (int64_t w : widths)
+    if (w % kVec<T> != 0) return false;
+  for (const void* p : ptrs)
+    if (!is_aligned16(p)) return false;
+  return true;
+}
+
+// Blocks of kThreads for one warp per row over `rows` rows (grid-stride beyond kMaxGrid).
+inline unsigned grid_for_warps(int64_t rows) { return grid_for(rows * 32); }
+
+__device__ __forceinline__ uint4 load16(const void* p) { return *static_cast<const uint4*>(p); }
+__device__ __forceinline__ void store16(void* p, const uint4& v) { *static_cast<uint4*>(p) = v; }
+
+// 16 bytes of T to kVec<T> floats (exact) ...
+template <class T>
+__device__ __forceinline__ void unpack16(const uint4& u, float* f);
+template <>
+__device__ __forceinline__ void unpack16<float>(const uint4& u, float* f) {
+  f[0] = __uint_as_float(u.x);
+  f[1] = __uint_as_float(u.y);
+  f[2] = __uint_as_float(u.z);
+  f[3] = __uint_as_float(u.w);
+}
+// bf16 -> fp32 is the bit pattern shifted up (what __bfloat162float does);
+// element 2j is the low half of word j.
+template <>
+__device__ __forceinline__ void unpack16<__nv_bfloat16>(const uint4& u, float* f) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    f[2 * j] = __uint_as_float(w[j] << 16);
+    f[2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
+  }
+}
+
+// ... and kVec<T> floats to 16 bytes of T, each rounded by from_f32<T>.
+template <class T>
+__device__ __forceinline__ uint4 pack16(const float* f);
+template <>
+__device__ __forceinline__ uint4 pack16<float>(const float* f) {
+  return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]),
+                    __float_as_uint(f[3]));
+}
+template <>
+__device__ __forceinline__ uint4 pack16<__nv_bfloat16>(const float* f) {
+  uint32_t w[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    w[j] = uint32_t(__bfloat16_as_ushort(__float2bfloat16(f[2 * j]))) |
+           (uint32_t(__bfloat16_as_ushort(__float2bfloat16(f[2 * j + 1]))) << 16);
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
 #define NMOE_GRID_STRIDE(i, n)                                                               \
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);    \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)

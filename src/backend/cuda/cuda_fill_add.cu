@@ -35,7 +35,13 @@ __global__ void fill_kernel(U* p, int64_t n, U value) {
   NMOE_GRID_STRIDE(i, n) p[i] = value;
 }
 
+// 16 bytes per thread: the element pattern repeated.
+__global__ void fill16_kernel(uint4* p, int64_t n, uint4 value) {
+  NMOE_GRID_STRIDE(i, n) p[i] = value;
+}
+
 // Writes the bit pattern `value` (of the element's width) into every element.
+// From a 16-byte aligned start: whole 16-byte vectors, then the elements left.
 template <class U, class V>
 void fill_bits(CudaBackend& be, const Tensor& t, V value) {
   U bits;
@@ -47,8 +53,23 @@ void fill_bits(CudaBackend& be, const Tensor& t, V value) {
     NMOE_CUDA_CHECK("fill", cudaMemsetAsync(t.data, 0, t.nbytes(), be.stream()));
     return;
   }
-  fill_kernel<U><<<grid_for(n), kThreads, 0, be.stream()>>>(static_cast<U*>(t.data), n, bits);
-  NMOE_CUDA_LAUNCHED("fill");
+  constexpr int64_t per = 16 / sizeof(U);
+  int64_t done = 0;
+  if (is_aligned16(t.data) && n >= per) {
+    unsigned char rep[16];
+    for (int64_t i = 0; i < per; ++i) std::memcpy(rep + i * sizeof(U), &bits, sizeof(U));
+    uint4 v;
+    std::memcpy(&v, rep, 16);
+    const int64_t vecs = n / per;
+    fill16_kernel<<<grid_for(vecs), kThreads, 0, be.stream()>>>(static_cast<uint4*>(t.data), vecs, v);
+    NMOE_CUDA_LAUNCHED("fill");
+    done = vecs * per;
+  }
+  if (done < n) {
+    fill_kernel<U><<<grid_for(n - done), kThreads, 0, be.stream()>>>(static_cast<U*>(t.data) + done,
+                                                                     n - done, bits);
+    NMOE_CUDA_LAUNCHED("fill");
+  }
 }
 
 // Round to nearest even in every narrowing direction.
@@ -64,13 +85,47 @@ __global__ void convert_kernel(D* dst, const S* src, int64_t n) {
   NMOE_GRID_STRIDE(i, n) convert_one(dst[i], src[i]);
 }
 
+// 8 elements per thread (16 to 64 bytes each side, in 16-byte vectors);
+// the same convert_one per element.
+template <class D, class S>
+__global__ void convert8_kernel(D* dst, const S* src, int64_t n8) {
+  constexpr int kSrc = 8 * sizeof(S) / 16, kDst = 8 * sizeof(D) / 16;
+  NMOE_GRID_STRIDE(i, n8) {
+    uint4 sv[kSrc], dv[kDst];
+    const uint4* sp = reinterpret_cast<const uint4*>(src + i * 8);
+#pragma unroll
+    for (int j = 0; j < kSrc; ++j) sv[j] = sp[j];
+    S s[8];
+    D d[8];
+    memcpy(s, sv, sizeof(s));
+#pragma unroll
+    for (int k = 0; k < 8; ++k) convert_one(d[k], s[k]);
+    memcpy(dv, d, sizeof(d));
+    uint4* dp = reinterpret_cast<uint4*>(dst + i * 8);
+#pragma unroll
+    for (int j = 0; j < kDst; ++j) dp[j] = dv[j];
+  }
+}
+
+// Vectors of 8 elements when both sides start 16-byte aligned, the rest (or
+// all of it, otherwise) element by element.
 template <class D, class S>
 void launch_convert(cudaStream_t stream, const Tensor& dst, const Tensor& src) {
   const int64_t n = dst.numel();
   if (n == 0) return;
-  convert_kernel<D, S><<<grid_for(n), kThreads, 0, stream>>>(static_cast<D*>(dst.data),
-                                                             static_cast<const S*>(src.data), n);
-  NMOE_CUDA_LAUNCHED("convert");
+  int64_t done = 0;
+  if (is_aligned16(dst.data) && is_aligned16(src.data) && n >= 8) {
+    const int64_t n8 = n / 8;
+    convert8_kernel<D, S><<<grid_for(n8), kThreads, 0, stream>>>(
+        static_cast<D*>(dst.data), static_cast<const S*>(src.data), n8);
+    NMOE_CUDA_LAUNCHED("convert");
+    done = n8 * 8;
+  }
+  if (done < n) {
+    convert_kernel<D, S><<<grid_for(n - done), kThreads, 0, stream>>>(
+        static_cast<D*>(dst.data) + done, static_cast<const S*>(src.data) + done, n - done);
+    NMOE_CUDA_LAUNCHED("convert");
+  }
 }
 
 template <class T>

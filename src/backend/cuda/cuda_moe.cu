@@ -119,6 +119,164 @@ __global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* po
   }
 }
 
+// ---- vector kernels (16-byte chunks; rows of D = C * kVec<T> elements) ------------------
+// A warp owns a row; lane L handles chunks L + 32u (u < U) of each pass of
+// 32 * U chunks (pass_chunks picks U). Values and their order are those of
+// the scalar kernels above.
+
+// Calls fn(integral_constant<int, U>) with the fewest chunks per lane that
+// cover a row of C chunks in one pass, at most 4 (longer rows take several
+// passes): bf16 rows of D = 768 are 96 chunks, U = 3.
+template <class Fn>
+void pass_chunks(int64_t C, Fn&& fn) {
+  const int64_t u = (C + 31) / 32;
+  if (u <= 1) fn(std::integral_constant<int, 1>{});
+  else if (u == 2) fn(std::integral_constant<int, 2>{});
+  else if (u == 3) fn(std::integral_constant<int, 3>{});
+  else fn(std::integral_constant<int, 4>{});
+}
+
+// Warp per token: its row is read once and written to its K rows of xe.
+template <class T, int U>
+__global__ void __launch_bounds__(kThreads)
+    dispatch_vec_kernel(const T* x, const int32_t* pos, int64_t N, int K, int64_t C, T* xe,
+                        int* err) {
+  const int lane = threadIdx.x & 31;
+  const int64_t slots = N * K, warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t t = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; t < N; t += warps) {
+    const uint4* src = reinterpret_cast<const uint4*>(x) + t * C;
+    for (int64_t base = 0; base < C; base += 32 * U) {
+      uint4 v[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = base + lane + 32 * u;
+        v[u] = c < C ? src[c] : make_uint4(0, 0, 0, 0);
+      }
+      for (int k = 0; k < K; ++k) {
+        const int32_t p = pos[t * K + k];
+        if (p < 0 || p >= slots) {
+          if (lane == 0) report_error(err, kErrPosRange);
+          continue;
+        }
+        uint4* dst = reinterpret_cast<uint4*>(xe) + int64_t(p) * C;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int64_t c = base + lane + 32 * u;
+          if (c < C) dst[c] = v[u];
+        }
+      }
+    }
+  }
+}
+
+// Warp per token: out[t] (+)= sum_k [gates[t,k] *] src[pos[t*K+k]] in slot order,
+// starting from out[t]. kGated: moe_combine (ye, fma as the scalar kernel);
+// otherwise moe_dispatch_bwd (dxe, plain adds).
+template <class T, int U, bool kGated>
+__global__ void __launch_bounds__(kThreads)
+    gather_sum_vec_kernel(const T* src, const int32_t* pos, const float* gates, int64_t N, int K,
+                          int64_t C, T* out, int* err) {
+  constexpr int V = kVec<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t slots = N * K, warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t t = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; t < N; t += warps) {
+    uint4* orow = reinterpret_cast<uint4*>(out) + t * C;
+    for (int64_t base = 0; base < C; base += 32 * U) {
+      float acc[U][V];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = base + lane + 32 * u;
+        unpack16<T>(c < C ? orow[c] : make_uint4(0, 0, 0, 0), acc[u]);
+      }
+      for (int k = 0; k < K; ++k) {
+        const int32_t p = pos[t * K + k];
+        if (p < 0 || p >= slots) {
+          if (lane == 0) report_error(err, kErrPosRange);
+          continue;
+        }
+        const float g = kGated ? gates[t * K + k] : 0.f;
+        const uint4* srow = reinterpret_cast<const uint4*>(src) + int64_t(p) * C;
+        uint4 v[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          const int64_t c = base + lane + 32 * u;
+          v[u] = c < C ? srow[c] : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+          float f[V];
+          unpack16<T>(v[u], f);
+#pragma unroll
+          for (int i = 0; i < V; ++i)
+            acc[u][i] = kGated ? __fmaf_rn(g, f[i], acc[u][i]) : __fadd_rn(acc[u][i], f[i]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = base + lane + 32 * u;
+        if (c < C) orow[c] = pack16<T>(acc[u]);
+      }
+    }
+  }
+}
+
+// Warp per slot, as the scalar kernel: dye[pos] = gate * dout[t] (vector
+// stores) and dgates[slot] = <ye[pos], dout[t]> summed in the scalar kernel's
+// order: each pass of dout and ye chunks is staged in shared memory, lane l
+// adds elements l, l + 32, ... in turn, then warp_sum. Stage: 8 KB * U per block.
+template <class T, int U>
+__global__ void __launch_bounds__(kThreads)
+    combine_bwd_vec_kernel(const T* dout, const T* ye, const int32_t* pos, const float* gates,
+                           int64_t slots, int K, int64_t C, T* dye, float* dgates, int* err) {
+  constexpr int V = kVec<T>, kPass = 32 * U;
+  __shared__ uint4 stage[kThreads / 32][2][kPass];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const T* gs = reinterpret_cast<const T*>(stage[warp][0]);
+  const T* ys = reinterpret_cast<const T*>(stage[warp][1]);
+  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
+       slot += warps) {
+    const int32_t p = pos[slot];
+    if (p < 0 || p >= slots) {
+      if (lane == 0) report_error(err, kErrPosRange);
+      continue;
+    }
+    const uint4* grow = reinterpret_cast<const uint4*>(dout) + (slot / K) * C;
+    const uint4* yrow = reinterpret_cast<const uint4*>(ye) + int64_t(p) * C;
+    uint4* drow = reinterpret_cast<uint4*>(dye) + int64_t(p) * C;
+    const float gate = gates[slot];
+    float dot = 0.f;
+    for (int64_t base = 0; base < C; base += kPass) {
+      uint4 gv[U], yv[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = base + lane + 32 * u;
+        gv[u] = c < C ? grow[c] : make_uint4(0, 0, 0, 0);
+        yv[u] = c < C ? yrow[c] : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t c = base + lane + 32 * u;
+        if (c >= C) continue;
+        float f[V];
+        unpack16<T>(gv[u], f);
+#pragma unroll
+        for (int i = 0; i < V; ++i) f[i] = __fmul_rn(gate, f[i]);
+        drow[c] = pack16<T>(f);
+        stage[warp][0][lane + 32 * u] = gv[u];
+        stage[warp][1][lane + 32 * u] = yv[u];
+      }
+      __syncwarp();
+      const int n = static_cast<int>(C - base < kPass ? C - base : kPass) * V;  // elements this pass
+#pragma unroll 8
+      for (int e = lane; e < n; e += 32) dot = __fmaf_rn(to_f32(gs[e]), to_f32(ys[e]), dot);
+      __syncwarp();
+    }
+    dot = warp_sum(dot);
+    if (lane == 0) dgates[slot] = dot;
+  }
+}
+
 int sort_bits(int n_experts) {
   int bits = 1;
   while (bits < 31 && (1 << bits) < n_experts) ++bits;
@@ -169,8 +327,15 @@ void CudaBackend::moe_dispatch(const Tensor& x, const Tensor& pos, int top_k, co
   dispatch_act(op, {{"x", x}, {"xe", xe}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * K * D == 0) return;
-    dispatch_kernel<T><<<grid_for(N * K * D), kThreads, 0, stream()>>>(
-        x.ptr<T>(), pos.ptr<int32_t>(), N * K, int(K), D, xe.ptr<T>(), device_error_flag());
+    if (vec_ok<T>({D}, {x.data, xe.data}))
+      pass_chunks(D / kVec<T>, [&](auto u) {
+        dispatch_vec_kernel<T, u()><<<grid_for_warps(N), kThreads, 0, stream()>>>(
+            x.ptr<T>(), pos.ptr<int32_t>(), N, int(K), D / kVec<T>, xe.ptr<T>(),
+            device_error_flag());
+      });
+    else
+      dispatch_kernel<T><<<grid_for(N * K * D), kThreads, 0, stream()>>>(
+          x.ptr<T>(), pos.ptr<int32_t>(), N * K, int(K), D, xe.ptr<T>(), device_error_flag());
     NMOE_CUDA_LAUNCHED(op);
   });
 }
@@ -183,8 +348,15 @@ void CudaBackend::moe_dispatch_bwd(const Tensor& dxe, const Tensor& pos, int top
   dispatch_act(op, {{"dxe", dxe}, {"dx", dx}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * D == 0) return;
-    dispatch_bwd_kernel<T><<<grid_for(N * D), kThreads, 0, stream()>>>(
-        dxe.ptr<T>(), pos.ptr<int32_t>(), N, int(K), D, dx.ptr<T>(), device_error_flag());
+    if (vec_ok<T>({D}, {dxe.data, dx.data}))
+      pass_chunks(D / kVec<T>, [&](auto u) {
+        gather_sum_vec_kernel<T, u(), false><<<grid_for_warps(N), kThreads, 0, stream()>>>(
+            dxe.ptr<T>(), pos.ptr<int32_t>(), nullptr, N, int(K), D / kVec<T>, dx.ptr<T>(),
+            device_error_flag());
+      });
+    else
+      dispatch_bwd_kernel<T><<<grid_for(N * D), kThreads, 0, stream()>>>(
+          dxe.ptr<T>(), pos.ptr<int32_t>(), N, int(K), D, dx.ptr<T>(), device_error_flag());
     NMOE_CUDA_LAUNCHED(op);
   });
 }
@@ -197,9 +369,16 @@ void CudaBackend::moe_combine(const Tensor& ye, const Tensor& pos, const Tensor&
   dispatch_act(op, {{"ye", ye}, {"out", out}}, {{"gates", gates}}, [&](auto tag) {
     using T = decltype(tag);
     if (N * D == 0) return;
-    combine_kernel<T><<<grid_for(N * D), kThreads, 0, stream()>>>(
-        ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N, int(K), D, out.ptr<T>(),
-        device_error_flag());
+    if (vec_ok<T>({D}, {ye.data, out.data}))
+      pass_chunks(D / kVec<T>, [&](auto u) {
+        gather_sum_vec_kernel<T, u(), true><<<grid_for_warps(N), kThreads, 0, stream()>>>(
+            ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N, int(K), D / kVec<T>,
+            out.ptr<T>(), device_error_flag());
+      });
+    else
+      combine_kernel<T><<<grid_for(N * D), kThreads, 0, stream()>>>(
+          ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N, int(K), D, out.ptr<T>(),
+          device_error_flag());
     NMOE_CUDA_LAUNCHED(op);
   });
 }
@@ -213,9 +392,16 @@ void CudaBackend::moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Te
                {{"gates", gates}, {"dgates", dgates}}, [&](auto tag) {
     using T = decltype(tag);
     if (N * K == 0) return;
-    combine_bwd_kernel<T><<<grid_for(N * K * 32), kThreads, 0, stream()>>>(
-        dout.ptr<T>(), ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, int(K), D,
-        dye.ptr<T>(), dgates.ptr<float>(), device_error_flag());
+    if (vec_ok<T>({D}, {dout.data, ye.data, dye.data}))
+      pass_chunks(D / kVec<T>, [&](auto u) {
+        combine_bwd_vec_kernel<T, u()><<<grid_for_warps(N * K), kThreads, 0, stream()>>>(
+            dout.ptr<T>(), ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, int(K),
+            D / kVec<T>, dye.ptr<T>(), dgates.ptr<float>(), device_error_flag());
+      });
+    else
+      combine_bwd_kernel<T><<<grid_for(N * K * 32), kThreads, 0, stream()>>>(
+          dout.ptr<T>(), ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, int(K), D,
+          dye.ptr<T>(), dgates.ptr<float>(), device_error_flag());
     NMOE_CUDA_LAUNCHED(op);
   });
 }

@@ -105,6 +105,220 @@ __global__ void rmsnorm_dw_final_kernel(const float* partial, int64_t chunks, in
   }
 }
 
+// ---- vector kernels -------------------------------------------------------------------------
+// One warp per row; lane L reads chunks c = L + 32u (u < U) of V = kVec<T>
+// elements, and keeps the row in registers between its two passes.
+//
+// Row sums bit-identical to the scalar kernels: there, kRowThreads = 256
+// threads share a row, thread t adds elements t, t + 256, ... in turn (fma),
+// then block_sum adds the thread sums with a butterfly per warp (steps 16, 8,
+// 4, 2, 1) and one over the 8 warp totals (lanes >= 8 zero: + 0 + 0, then
+// steps 4, 2, 1). Element V*c + i = V*L + 32*V*u + i belongs to thread
+// t = (V*L + 32*V*u + i) % 256, one of 8 threads whose sums lane L holds in
+// part[s], s = (u % (8 / V)) * V + i; t = 32*V*(s / V) + V*L + s % V. A
+// butterfly step over bit b of t is then a shuffle over a bit of L, or a
+// step between two slots of one lane.
+static_assert(kRowThreads == 256, "the vector row sums replay a 256-thread block_sum");
+
+template <int V>
+__device__ __forceinline__ int rms_slot(int u, int i) {
+  return (u % (8 / V)) * V + i;
+}
+
+// Step `v += shfl_xor(v, 1 << B)` of warp_sum, B < 5, on every thread sum a
+// lane holds: bit B of t is a bit of L (a shuffle) or of s % V (two slots).
+template <int V, int B>
+__device__ __forceinline__ void rms_butterfly(float (&part)[8]) {
+  constexpr int v = V == 8 ? 3 : 2;  // log2(V): t = [s / V | L | s % V]
+  if constexpr (B >= v) {
+#pragma unroll
+    for (int s = 0; s < 8; ++s) part[s] += __shfl_xor_sync(0xffffffffu, part[s], 1 << (B - v));
+  } else {
+    float next[8];
+#pragma unroll
+    for (int s = 0; s < 8; ++s) next[s] = part[s] + part[s ^ (1 << B)];
+#pragma unroll
+    for (int s = 0; s < 8; ++s) part[s] = next[s];
+  }
+}
+
+// The scalar kernels' block_sum over the 256 thread sums; every lane gets it.
+template <int V>
+__device__ __forceinline__ float rms_block_sum(float (&part)[8]) {
+  rms_butterfly<V, 4>(part);  // warp_sum inside each warp of the block
+  rms_butterfly<V, 3>(part);
+  rms_butterfly<V, 2>(part);
+  rms_butterfly<V, 1>(part);
+  rms_butterfly<V, 0>(part);
+  // Every slot now holds its warp's total; then the second warp_sum over the
+  // 8 totals of warps w = t / 32 (its steps 16 and 8 add zeros): steps over
+  // w bits 2, 1, 0.
+  if constexpr (V == 8) {
+    // t = 8L + s: all slots of a lane are in warp L / 4; w bits 2, 1, 0 are lane bits 4, 3, 2.
+    float tot = (part[0] + 0.f) + 0.f;
+    tot += __shfl_xor_sync(0xffffffffu, tot, 16);
+    tot += __shfl_xor_sync(0xffffffffu, tot, 8);
+    tot += __shfl_xor_sync(0xffffffffu, tot, 4);
+    return tot;
+  } else {
+    // t = 128 (s / 4) + 4L + s % 4: warp 4 (s / 4) + L / 8; w bit 2 is the
+    // slot half, bits 1, 0 are lane bits 4, 3.
+    float tot = ((part[0] + 0.f) + 0.f) + ((part[4] + 0.f) + 0.f);
+    tot += __shfl_xor_sync(0xffffffffu, tot, 16);
+    tot += __shfl_xor_sync(0xffffffffu, tot, 8);
+    return tot;
+  }
+}
+
+template <class T, int U>
+__device__ __forceinline__ void load_row(uint4 (&v)[U], const T* row, int64_t C, int lane) {
+  const uint4* r = reinterpret_cast<const uint4*>(row);
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t c = lane + 32 * u;
+    v[u] = c < C ? r[c] : make_uint4(0, 0, 0, 0);
+  }
+}
+
+template <class T, int U>
+__global__ void __launch_bounds__(kRowThreads)
+    rmsnorm_fwd_vec_kernel(const T* x, const T* w, float eps, T* y, float* rstd, int64_t N,
+                           int64_t D) {
+  constexpr int V = kVec<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t C = D / V, warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  uint4 wv[U];
+  load_row<T, U>(wv, w, C, lane);
+  for (int64_t n = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; n < N; n += warps) {
+    uint4 xv[U];
+    load_row<T, U>(xv, x + n * D, C, lane);
+    float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (lane + 32 * u >= C) continue;
+      float f[V];
+      unpack16<T>(xv[u], f);
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        float& p = part[rms_slot<V>(u, i)];
+        p = __fmaf_rn(f[i], f[i], p);
+      }
+    }
+    const float ss = rms_block_sum<V>(part);
+    const float r = 1.f / sqrtf(ss / static_cast<float>(D) + eps);
+    uint4* yr = reinterpret_cast<uint4*>(y + n * D);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = lane + 32 * u;
+      if (c >= C) continue;
+      float f[V], g[V];
+      unpack16<T>(xv[u], f);
+      unpack16<T>(wv[u], g);
+#pragma unroll
+      for (int i = 0; i < V; ++i) f[i] = __fmul_rn(__fmul_rn(f[i], r), g[i]);
+      yr[c] = pack16<T>(f);
+    }
+    if (lane == 0) rstd[n] = r;
+  }
+}
+
+// dx += r (dy w - x coef), coef = r^2 proj / D, proj = sum of (dy w) x.
+template <class T, int U>
+__global__ void __launch_bounds__(kRowThreads)
+    rmsnorm_dx_vec_kernel(const T* dy, const T* x, const T* w, const float* rstd, T* dx,
+                          int64_t N, int64_t D) {
+  constexpr int V = kVec<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t C = D / V, warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  for (int64_t n = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; n < N; n += warps) {
+    // w is re-read per row (cached) rather than held, and dx read after the
+    // sum: fewer registers, more warps in flight.
+    uint4 gv[U], xv[U], wv[U];
+    load_row<T, U>(gv, dy + n * D, C, lane);
+    load_row<T, U>(xv, x + n * D, C, lane);
+    load_row<T, U>(wv, w, C, lane);
+    const float r = rstd[n];
+    float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (lane + 32 * u >= C) continue;
+      float g[V], wf[V], f[V];
+      unpack16<T>(gv[u], g);
+      unpack16<T>(wv[u], wf);
+      unpack16<T>(xv[u], f);
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        float& p = part[rms_slot<V>(u, i)];
+        p = __fmaf_rn(__fmul_rn(g[i], wf[i]), f[i], p);
+      }
+    }
+    const float proj = rms_block_sum<V>(part);
+    const float coef = r * r * proj / static_cast<float>(D);
+    uint4 dv[U];
+    load_row<T, U>(dv, dx + n * D, C, lane);
+    uint4* dxr = reinterpret_cast<uint4*>(dx + n * D);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = lane + 32 * u;
+      if (c >= C) continue;
+      float g[V], wf[V], f[V], o[V];
+      unpack16<T>(gv[u], g);
+      unpack16<T>(wv[u], wf);
+      unpack16<T>(xv[u], f);
+      unpack16<T>(dv[u], o);
+      // As the scalar kernel: two products and a difference left to the
+      // compiler alike, then one fma into dx.
+#pragma unroll
+      for (int i = 0; i < V; ++i) o[i] = __fmaf_rn(r, g[i] * wf[i] - f[i] * coef, o[i]);
+      dxr[c] = pack16<T>(o);
+    }
+  }
+}
+
+// partial[chunk, d] for V columns per thread (C chunks of a row), rows in order.
+template <class T>
+__global__ void rmsnorm_dw_partial_vec_kernel(const T* dy, const T* x, const float* rstd,
+                                              int64_t N, int64_t C, int64_t rows_per_chunk,
+                                              float* partial) {
+  constexpr int V = kVec<T>;
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  const int64_t begin = int64_t(blockIdx.y) * rows_per_chunk;
+  const int64_t end = min(N, begin + rows_per_chunk);
+  const uint4* g = reinterpret_cast<const uint4*>(dy) + c;
+  const uint4* xr = reinterpret_cast<const uint4*>(x) + c;
+  float acc[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) acc[i] = 0.f;
+#pragma unroll 4
+  for (int64_t n = begin; n < end; ++n) {
+    float a[V], b[V];
+    unpack16<T>(g[n * C], a);
+    unpack16<T>(xr[n * C], b);
+    const float r = rstd[n];
+#pragma unroll
+    for (int i = 0; i < V; ++i) acc[i] = __fmaf_rn(__fmul_rn(a[i], b[i]), r, acc[i]);
+  }
+  float4* out = reinterpret_cast<float4*>(partial + int64_t(blockIdx.y) * C * V + c * V);
+#pragma unroll
+  for (int j = 0; j < V / 4; ++j)
+    out[j] = make_float4(acc[4 * j], acc[4 * j + 1], acc[4 * j + 2], acc[4 * j + 3]);
+}
+
+// Calls fn(integral_constant<int, U>) with the chunks per lane that hold a row
+// of C chunks in registers (U in 1, 2, 3, 4, 8), or returns false when C > 256.
+// bf16 rows of D = 768 are 96 chunks: U = 3.
+template <class Fn>
+bool row_chunks(int64_t C, Fn&& fn) {
+  if (C <= 32) fn(std::integral_constant<int, 1>{});
+  else if (C <= 64) fn(std::integral_constant<int, 2>{});
+  else if (C <= 96) fn(std::integral_constant<int, 3>{});
+  else if (C <= 128) fn(std::integral_constant<int, 4>{});
+  else if (C <= 256) fn(std::integral_constant<int, 8>{});
+  else return false;
+  return true;
+}
+
 int bits_for(int64_t max_value) {
   int bits = 1;
   while (bits < 31 && (int64_t(1) << bits) <= max_value) ++bits;
@@ -165,8 +379,15 @@ void CudaBackend::rmsnorm_fwd(const Tensor& x, const Tensor& w, double eps, cons
   dispatch_act(op, {{"x", x}, {"w", w}, {"y", y}}, {{"rstd", rstd}}, [&](auto tag) {
     using T = decltype(tag);
     if (N == 0) return;
-    rmsnorm_fwd_kernel<T><<<unsigned(N), kRowThreads, 0, stream()>>>(
-        x.ptr<T>(), w.ptr<T>(), static_cast<float>(eps), y.ptr<T>(), rstd.ptr<float>(), D);
+    const bool vec = vec_ok<T>({D}, {x.data, w.data, y.data}) &&
+                     row_chunks(D / kVec<T>, [&](auto u) {
+                       rmsnorm_fwd_vec_kernel<T, u()><<<grid_for_warps(N), kRowThreads, 0, stream()>>>(
+                           x.ptr<T>(), w.ptr<T>(), static_cast<float>(eps), y.ptr<T>(),
+                           rstd.ptr<float>(), N, D);
+                     });
+    if (!vec)
+      rmsnorm_fwd_kernel<T><<<unsigned(N), kRowThreads, 0, stream()>>>(
+          x.ptr<T>(), w.ptr<T>(), static_cast<float>(eps), y.ptr<T>(), rstd.ptr<float>(), D);
     NMOE_CUDA_LAUNCHED(op);
   });
 }
@@ -180,17 +401,32 @@ void CudaBackend::rmsnorm_bwd(const Tensor& dy, const Tensor& x, const Tensor& w
                [&](auto tag) {
     using T = decltype(tag);
     if (N == 0 || D == 0) return;
-    rmsnorm_dx_kernel<T><<<unsigned(N), kRowThreads, 0, stream()>>>(
-        dy.ptr<T>(), x.ptr<T>(), w.ptr<T>(), rstd.ptr<float>(), dx.ptr<T>(), D);
+    const bool vec = vec_ok<T>({D}, {dy.data, x.data, w.data, dx.data});
+    const bool dx_vec = vec && row_chunks(D / kVec<T>, [&](auto u) {
+      rmsnorm_dx_vec_kernel<T, u()><<<grid_for_warps(N), kRowThreads, 0, stream()>>>(
+          dy.ptr<T>(), x.ptr<T>(), w.ptr<T>(), rstd.ptr<float>(), dx.ptr<T>(), N, D);
+    });
+    if (!dx_vec)
+      rmsnorm_dx_kernel<T><<<unsigned(N), kRowThreads, 0, stream()>>>(
+          dy.ptr<T>(), x.ptr<T>(), w.ptr<T>(), rstd.ptr<float>(), dx.ptr<T>(), D);
     NMOE_CUDA_LAUNCHED(op);
     // Fixed by N alone (deterministic); at most 65535 chunks (grid y).
     const int64_t per_chunk = std::max<int64_t>(kDwRowsPerChunk, (N + 65534) / 65535);
     const int64_t chunks = (N + per_chunk - 1) / per_chunk;
     float* partial = static_cast<float*>(
         scratch(Scratch::Partials, static_cast<size_t>(chunks * D) * sizeof(float)));
-    const dim3 grid(unsigned((D + kThreads - 1) / kThreads), unsigned(chunks));
-    rmsnorm_dw_partial_kernel<T><<<grid, kThreads, 0, stream()>>>(dy.ptr<T>(), x.ptr<T>(),
-                                                                  rstd.ptr<float>(), N, D, per_chunk, partial);
+    if (vec) {
+      // A thread per chunk of kVec<T> columns; blocks of up to kThreads (96 threads for bf16 D = 768).
+      const int64_t C = D / kVec<T>;
+      const int threads = static_cast<int>(std::min<int64_t>(kThreads, (C + 31) / 32 * 32));
+      const dim3 grid(unsigned((C + threads - 1) / threads), unsigned(chunks));
+      rmsnorm_dw_partial_vec_kernel<T><<<grid, threads, 0, stream()>>>(
+          dy.ptr<T>(), x.ptr<T>(), rstd.ptr<float>(), N, C, per_chunk, partial);
+    } else {
+      const dim3 grid(unsigned((D + kThreads - 1) / kThreads), unsigned(chunks));
+      rmsnorm_dw_partial_kernel<T><<<grid, kThreads, 0, stream()>>>(
+          dy.ptr<T>(), x.ptr<T>(), rstd.ptr<float>(), N, D, per_chunk, partial);
+    }
     NMOE_CUDA_LAUNCHED(op);
     rmsnorm_dw_final_kernel<<<grid_for(D), kThreads, 0, stream()>>>(partial, chunks, D,
                                                                     dw.ptr<float>());
