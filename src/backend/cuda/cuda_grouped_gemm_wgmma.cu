@@ -29,11 +29,11 @@ constexpr int kStageBytes = 2 * kTileBytes;              // A and B
 
 // Two pipelines (NMOE_GG_PIPELINE): "serial" (3 stages, two blocks per
 // multiprocessor, each k-tile's wgmma finished before the next barrier) and
-// "overlap" (4 stages, one block per multiprocessor, one k-tile's wgmma kept in
-// flight across the barrier and the next loads).
+// "overlap" (6 stages, one block per multiprocessor, one k-tile's wgmma kept in
+// flight across the barrier and the next loads, four tiles loaded ahead).
 template <bool Overlap>
 struct Pipe {
-  static constexpr int kStages = Overlap ? 4 : 3;
+  static constexpr int kStages = Overlap ? 6 : 3;
   static constexpr int kBlocksPerSm = Overlap ? 1 : 2;
   static constexpr int kSmemBytes = kStages * kStageBytes + 1024;  // + slack to align to 1 KiB
 };
