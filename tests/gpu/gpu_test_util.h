@@ -71,6 +71,30 @@ class DevTensor {
   Tensor t_;
 };
 
+// A device tensor `shift` bytes past the start of its own allocation (which
+// has 16 bytes to spare). A shift that is not a multiple of 16 makes the
+// kernels with 16-byte vector paths take their scalar paths.
+class ShiftedTensor {
+ public:
+  ShiftedTensor(DType dtype, Shape shape, size_t shift)
+      : bytes_(Tensor(nullptr, dtype, shape).nbytes() + 16),
+        base_(gpu().alloc(bytes_)),
+        t_(static_cast<char*>(base_) + shift, dtype, shape) {}
+  ~ShiftedTensor() { gpu().free(base_); }
+  ShiftedTensor(const ShiftedTensor&) = delete;
+  ShiftedTensor& operator=(const ShiftedTensor&) = delete;
+
+  const Tensor& t() const { return t_; }
+  operator const Tensor&() const { return t_; }
+  // The whole allocation as bytes.
+  Tensor whole() const { return Tensor(base_, DType::U8, Shape{static_cast<int64_t>(bytes_)}); }
+
+ private:
+  size_t bytes_;
+  void* base_;
+  Tensor t_;
+};
+
 inline HostTensor poisoned(DType dtype, Shape shape) {
   HostTensor h(dtype, shape);
   h.fill(dtype == DType::I32 ? -1.0 : std::nan(""));

@@ -8,7 +8,11 @@
 // F32, and its determinism.
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "bf16_test_util.h"
 #include "config/config.h"
@@ -227,6 +231,254 @@ TEST(CudaBf16, CrossEntropy) {
     std::printf("[bf16] cross_entropy dW (F32 from a BF16 logit gradient): rel L2 %.3g\n", rel);
     EXPECT_LE(rel, kTolBf16);
   }
+}
+
+// ---- vector and scalar paths ------------------------------------------------------------------
+// The memory-bound kernels (MoE dispatch and combine and their backward,
+// RMSNorm, RoPE, SwiGLU) move 16-byte vectors when rows are a multiple of 8
+// bf16 / 4 fp32 elements wide and the pointers are 16-byte aligned, and run
+// their scalar kernels otherwise. Each case runs an op on aligned tensors and
+// again on the same values one element past alignment (the scalar kernels):
+// both must give the same bytes, a rerun the same bytes again, and the
+// aligned run must match the CPU (F32 on the same values). Widths include
+// multiples of the vector width and others; BF16 and F32.
+
+// One argument of an op, on both layouts: [0] 16-byte aligned, [1] one
+// element past it. init: F32 values (bf16-exact for BF16) it starts from
+// (NaN for write outputs); out: the op writes it.
+struct Twin {
+  DType dt;
+  HostTensor init;
+  bool out = false;
+  std::unique_ptr<ShiftedTensor> d[2];
+  const Tensor& operator[](int v) const { return d[v]->t(); }
+  void reset(int v) const {
+    if (dt == F) {
+      gpu().copy_from_host(d[v]->t(), init.t().data);
+    } else {
+      DevTensor tmp(init);
+      gpu().convert(d[v]->t(), tmp);
+    }
+  }
+};
+
+Twin twin(DType dt, HostTensor h, bool out) {
+  Twin t;
+  t.dt = dt;
+  t.init = dt == BF ? rounded(std::move(h)) : std::move(h);
+  t.out = out;
+  for (int v = 0; v < 2; ++v)
+    t.d[v] = std::make_unique<ShiftedTensor>(dt, t.init.t().shape, v * dtype_size(dt));
+  return t;
+}
+Twin input(DType dt, HostTensor h) { return twin(dt, std::move(h), false); }
+Twin accum(DType dt, HostTensor h) { return twin(dt, std::move(h), true); }
+Twin write(DType dt, Shape s) { return twin(dt, poisoned(F, s), true); }
+
+HostTensor raw(const Tensor& t) {
+  HostTensor h(t.dtype, t.shape);
+  gpu().copy_to_host(h.t().data, t);
+  return h;
+}
+HostTensor as_f32(const Tensor& t) {
+  if (t.dtype == F) return raw(t);
+  DevTensor f(F, t.shape);
+  gpu().convert(f, t);
+  return f.download();
+}
+
+// Runs op(0) and op(1) from the initial values; outputs must match byte for
+// byte, and a rerun of op(0) must reproduce them.
+void expect_paths(const std::string& what, std::initializer_list<const Twin*> args,
+                  const std::function<void(int)>& op) {
+  for (int v = 0; v < 2; ++v) {
+    for (const Twin* a : args) a->reset(v);
+    op(v);
+  }
+  std::vector<HostTensor> first;
+  for (const Twin* a : args) {
+    if (!a->out) continue;
+    first.push_back(raw((*a)[0]));
+    NMOE_EXPECT_SAME(raw((*a)[1]), first.back()) << what << ": scalar vs vector path";
+  }
+  for (const Twin* a : args) a->reset(0);
+  op(0);
+  size_t i = 0;
+  for (const Twin* a : args)
+    if (a->out) NMOE_EXPECT_SAME(raw((*a)[0]), first[i++]) << what << ": rerun";
+}
+
+double tol_of(DType out, DType in) {
+  return out == BF ? kTolBf16 : in == BF ? kTolMixed : kTol;
+}
+
+std::string name_of(const char* op, DType dt, std::initializer_list<int64_t> dims) {
+  std::string s = std::string(op) + " " + dtype_name(dt);
+  for (int64_t d : dims) s += " " + std::to_string(d);
+  return s;
+}
+
+TEST(CudaVectorPaths, MoePermutation) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(111);
+  struct Case { int64_t N, E, K, D; };
+  // D: 768 (the model), multiples of 8, of 4 only (100), neither (6), longer
+  // than one 1024-element pass (1032); N*K not a multiple of any block.
+  for (DType dt : {BF, F})
+    for (Case c : {Case{37, 16, 7, 768}, {29, 8, 3, 72}, {29, 8, 3, 100}, {13, 5, 2, 6},
+                   {11, 4, 2, 1032}, {1, 1, 1, 8}}) {
+      const int64_t M = c.N * c.K;
+      const int K = static_cast<int>(c.K);
+      HostTensor idx = random_ids(Shape{c.N, c.K}, 0, static_cast<int32_t>(c.E - 1), rng);
+      HostTensor off = poisoned(DType::I32, Shape{c.E + 1}), pos = poisoned(DType::I32, Shape{M});
+      cpu().moe_plan(idx, static_cast<int>(c.E), off, pos);
+      DevTensor dpos(pos);
+      HostTensor g = uniform(F, Shape{c.N, c.K}, rng);
+      DevTensor dg(g);
+
+      Twin x = input(dt, uniform(F, Shape{c.N, c.D}, rng)), xe = write(dt, Shape{M, c.D});
+      expect_paths(name_of("moe_dispatch", dt, {c.N, c.K, c.D}), {&x, &xe},
+                   [&](int v) { gpu().moe_dispatch(x[v], dpos, K, xe[v]); });
+      HostTensor xe_ref = xe.init;
+      cpu().moe_dispatch(x.init, pos, K, xe_ref);
+      NMOE_EXPECT_SAME(as_f32(xe[0]), xe_ref) << "moe_dispatch is a copy";
+
+      Twin dxe = input(dt, uniform(F, Shape{M, c.D}, rng));
+      Twin dx = accum(dt, uniform(F, Shape{c.N, c.D}, rng));
+      expect_paths(name_of("moe_dispatch_bwd", dt, {c.N, c.K, c.D}), {&dxe, &dx},
+                   [&](int v) { gpu().moe_dispatch_bwd(dxe[v], dpos, K, dx[v]); });
+      HostTensor dx_ref = dx.init;
+      cpu().moe_dispatch_bwd(dxe.init, pos, K, dx_ref);
+      NMOE_EXPECT_CLOSE(as_f32(dx[0]), dx_ref, tol_of(dt, dt)) << "moe_dispatch_bwd";
+
+      Twin ye = input(dt, uniform(F, Shape{M, c.D}, rng));
+      Twin out = accum(dt, uniform(F, Shape{c.N, c.D}, rng));
+      expect_paths(name_of("moe_combine", dt, {c.N, c.K, c.D}), {&ye, &out},
+                   [&](int v) { gpu().moe_combine(ye[v], dpos, dg, out[v]); });
+      HostTensor out_ref = out.init;
+      cpu().moe_combine(ye.init, pos, g, out_ref);
+      NMOE_EXPECT_CLOSE(as_f32(out[0]), out_ref, tol_of(dt, dt)) << "moe_combine";
+
+      Twin dout = input(dt, uniform(F, Shape{c.N, c.D}, rng));
+      Twin dye = write(dt, Shape{M, c.D}), dgates = write(F, Shape{c.N, c.K});
+      expect_paths(name_of("moe_combine_bwd", dt, {c.N, c.K, c.D}), {&dout, &ye, &dye, &dgates},
+                   [&](int v) { gpu().moe_combine_bwd(dout[v], ye[v], dpos, dg, dye[v], dgates[v]); });
+      HostTensor dye_ref = dye.init, dg_ref = dgates.init;
+      cpu().moe_combine_bwd(dout.init, ye.init, pos, g, dye_ref, dg_ref);
+      NMOE_EXPECT_CLOSE(as_f32(dye[0]), dye_ref, tol_of(dt, dt)) << "moe_combine_bwd dye";
+      NMOE_EXPECT_CLOSE(as_f32(dgates[0]), dg_ref, tol_of(F, dt)) << "moe_combine_bwd dgates";
+    }
+}
+
+// A row of pos outside [0, N*K): the slot is skipped on both paths alike
+// (its rows keep their old bytes) and synchronize reports the error.
+TEST(CudaVectorPaths, MoeBadPosition) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(112);
+  const int64_t N = 9, K = 3, M = N * K;
+  for (DType dt : {BF, F})
+    for (int64_t D : {int64_t{72}, int64_t{20}}) {
+      HostTensor idx = random_ids(Shape{N, K}, 0, 3, rng);
+      HostTensor off = poisoned(DType::I32, Shape{5}), pos = poisoned(DType::I32, Shape{M});
+      cpu().moe_plan(idx, 4, off, pos);
+      pos.t().ptr<int32_t>()[4] = -1;
+      pos.t().ptr<int32_t>()[10] = static_cast<int32_t>(M);
+      DevTensor dpos(pos), dg(uniform(F, Shape{N, K}, rng));
+      Twin x = input(dt, uniform(F, Shape{N, D}, rng)), xe = write(dt, Shape{M, D});
+      Twin ye = input(dt, uniform(F, Shape{M, D}, rng)), o = accum(dt, uniform(F, Shape{N, D}, rng));
+      Twin dye = write(dt, Shape{M, D}), dgt = write(F, Shape{N, K});
+      const std::vector<std::pair<const char*, std::function<void(int)>>> ops = {
+          {"moe_dispatch", [&](int v) { gpu().moe_dispatch(x[v], dpos, int(K), xe[v]); }},
+          {"moe_dispatch_bwd", [&](int v) { gpu().moe_dispatch_bwd(ye[v], dpos, int(K), o[v]); }},
+          {"moe_combine", [&](int v) { gpu().moe_combine(ye[v], dpos, dg, o[v]); }},
+          {"moe_combine_bwd",
+           [&](int v) { gpu().moe_combine_bwd(x[v], ye[v], dpos, dg, dye[v], dgt[v]); }}};
+      for (const auto& [name, op] : ops) {
+        for (int v = 0; v < 2; ++v) {
+          for (const Twin* a : {&x, &xe, &ye, &o, &dye, &dgt}) a->reset(v);
+          op(v);
+          EXPECT_THROW(gpu().synchronize(), Error) << name << " path " << v;
+        }
+        for (const Twin* a : {&xe, &o, &dye, &dgt})
+          NMOE_EXPECT_SAME(raw((*a)[1]), raw((*a)[0])) << name << " " << dtype_name(dt) << " D " << D;
+      }
+      gpu().synchronize();
+    }
+}
+
+TEST(CudaVectorPaths, RmsNorm) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(113);
+  // D: 768; 8 (one chunk); 200, 1024, 2048 (1..8 chunks per lane); 100
+  // (bf16: scalar); 2056 (past the register row: scalar); N = 130 spans
+  // three row chunks of the dw reduction.
+  for (DType dt : {BF, F})
+    for (auto [N, D] : {std::pair<int64_t, int64_t>{130, 768}, {37, 8}, {37, 200}, {70, 1024},
+                        {9, 2048}, {37, 100}, {5, 2056}}) {
+      Twin x = input(dt, uniform(F, Shape{N, D}, rng, -2, 2));
+      Twin w = input(dt, uniform(F, Shape{D}, rng, 0.5, 1.5));
+      Twin y = write(dt, Shape{N, D}), rstd = write(F, Shape{N});
+      expect_paths(name_of("rmsnorm_fwd", dt, {N, D}), {&x, &w, &y, &rstd},
+                   [&](int v) { gpu().rmsnorm_fwd(x[v], w[v], 1e-6, y[v], rstd[v]); });
+      HostTensor y_ref = y.init, r_ref = rstd.init;
+      cpu().rmsnorm_fwd(x.init, w.init, 1e-6, y_ref, r_ref);
+      NMOE_EXPECT_CLOSE(as_f32(y[0]), y_ref, tol_of(dt, dt)) << "rmsnorm_fwd y";
+      NMOE_EXPECT_CLOSE(as_f32(rstd[0]), r_ref, tol_of(F, dt)) << "rmsnorm_fwd rstd";
+
+      Twin dy = input(dt, uniform(F, Shape{N, D}, rng)), rs = input(F, r_ref);
+      Twin dx = accum(dt, uniform(F, Shape{N, D}, rng)), dw = accum(F, uniform(F, Shape{D}, rng));
+      expect_paths(name_of("rmsnorm_bwd", dt, {N, D}), {&dy, &x, &w, &rs, &dx, &dw},
+                   [&](int v) { gpu().rmsnorm_bwd(dy[v], x[v], w[v], rs[v], dx[v], dw[v]); });
+      HostTensor dx_ref = dx.init, dw_ref = dw.init;
+      cpu().rmsnorm_bwd(dy.init, x.init, w.init, rs.init, dx_ref, dw_ref);
+      NMOE_EXPECT_CLOSE(as_f32(dx[0]), dx_ref, tol_of(dt, dt)) << "rmsnorm_bwd dx";
+      NMOE_EXPECT_CLOSE(as_f32(dw[0]), dw_ref, tol_of(F, dt)) << "rmsnorm_bwd dw";
+    }
+}
+
+TEST(CudaVectorPaths, Rope) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(114);
+  struct Case { int64_t B; int T; int64_t H, Dh; };
+  // Dh/2: 32 (the model), 8, 64, 4 (fp32 only), 6 (scalar).
+  for (DType dt : {BF, F})
+    for (Case c : {Case{2, 17, 12, 64}, {2, 9, 3, 16}, {1, 33, 2, 128}, {1, 7, 1, 8},
+                   {1, 5, 2, 12}}) {
+      const int64_t N = c.B * c.T, half = c.Dh / 2;
+      Twin cs = input(F, uniform(F, Shape{c.T + 3, half}, rng));
+      Twin sn = input(F, uniform(F, Shape{c.T + 3, half}, rng));
+      for (bool inverse : {false, true}) {
+        Twin qkv = accum(dt, uniform(F, Shape{N, 3, c.H, c.Dh}, rng));
+        expect_paths(name_of(inverse ? "rope inverse" : "rope", dt, {N, c.H, c.Dh}),
+                     {&qkv, &cs, &sn},
+                     [&](int v) { gpu().rope(qkv[v], cs[v], sn[v], c.T, inverse); });
+        HostTensor ref = qkv.init;
+        cpu().rope(ref, cs.init, sn.init, c.T, inverse);
+        NMOE_EXPECT_CLOSE(as_f32(qkv[0]), ref, tol_of(dt, dt)) << "rope";
+      }
+    }
+}
+
+TEST(CudaVectorPaths, Swiglu) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(115);
+  // F: 384 (the model's expert width), 8, 4 (fp32 only), 75 (scalar), 1032.
+  for (DType dt : {BF, F})
+    for (auto [N, Fw] : {std::pair<int64_t, int64_t>{37, 384}, {5, 8}, {3, 4}, {37, 75},
+                         {130, 1032}}) {
+      Twin h = input(dt, uniform(F, Shape{N, 2 * Fw}, rng, -4, 4)), a = write(dt, Shape{N, Fw});
+      expect_paths(name_of("swiglu_fwd", dt, {N, Fw}), {&h, &a},
+                   [&](int v) { gpu().swiglu_fwd(h[v], a[v]); });
+      HostTensor a_ref = a.init;
+      cpu().swiglu_fwd(h.init, a_ref);
+      NMOE_EXPECT_CLOSE(as_f32(a[0]), a_ref, tol_of(dt, dt)) << "swiglu_fwd";
+      Twin da = input(dt, uniform(F, Shape{N, Fw}, rng)), dh = write(dt, Shape{N, 2 * Fw});
+      expect_paths(name_of("swiglu_bwd", dt, {N, Fw}), {&da, &h, &dh},
+                   [&](int v) { gpu().swiglu_bwd(da[v], h[v], dh[v]); });
+      HostTensor dh_ref = dh.init;
+      cpu().swiglu_bwd(da.init, h.init, dh_ref);
+      NMOE_EXPECT_CLOSE(as_f32(dh[0]), dh_ref, tol_of(dt, dt)) << "swiglu_bwd";
+    }
 }
 
 // ---- whole model ----------------------------------------------------------------------------

@@ -58,6 +58,95 @@ TEST(CudaMemory, Convert) {
   EXPECT_THROW(gpu().convert(di, df), Error);
 }
 
+// fill and convert move 16-byte vectors from a 16-byte aligned start and
+// finish element by element; other starts go element by element throughout.
+// Lengths around the 16-byte vector, starts at every offset a dtype allows;
+// the bytes around the tensor stay untouched.
+TEST(CudaMemory, FillAndConvertAtAnyStartAndLength) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(10);
+  struct FillCase { DType dt; double v; };
+  for (FillCase c : {FillCase{DType::F32, -1.25}, {DType::BF16, 0.3}, {DType::F64, 3.5},
+                     {DType::U8, 200}, {DType::U16, 60000}, {DType::I32, -7}}) {
+    const size_t es = dtype_size(c.dt);
+    for (int64_t n : {1, 3, 7, 8, 9, 17, 1031})
+      for (size_t shift = 0; shift < 16; shift += es) {
+        HostTensor want(c.dt, Shape{n});
+        cpu().fill(want, c.v);
+        ShiftedTensor d(c.dt, Shape{n}, shift);
+        gpu().fill(d.whole(), 171);  // 0xAB around the tensor
+        gpu().fill(d, c.v);
+        HostTensor all(DType::U8, d.whole().shape);
+        gpu().copy_to_host(all.t().data, d.whole());
+        const auto* b = all.t().ptr<uint8_t>();
+        EXPECT_EQ(std::memcmp(b + shift, want.t().data, want.t().nbytes()), 0)
+            << dtype_name(c.dt) << " n " << n << " shift " << shift;
+        bool around = true;
+        for (size_t i = 0; i < size_t(all.numel()); ++i)
+          if (i < shift || i >= shift + want.t().nbytes()) around = around && b[i] == 171;
+        EXPECT_TRUE(around) << dtype_name(c.dt) << " n " << n << " shift " << shift;
+      }
+  }
+  struct ConvertCase { DType to, from; };
+  for (ConvertCase c : {ConvertCase{DType::BF16, DType::F32}, {DType::F32, DType::BF16},
+                        {DType::F32, DType::F64}, {DType::F64, DType::F32},
+                        {DType::BF16, DType::F64}, {DType::F64, DType::BF16}}) {
+    for (int64_t n : {1, 7, 8, 9, 16, 23, 4101}) {
+      HostTensor x64 = uniform(DType::F64, Shape{n}, rng, -100, 100);
+      HostTensor src(c.from, Shape{n});
+      if (c.from == DType::BF16) {  // bf16 values from the CPU's F32, rounded on the GPU
+        HostTensor x32(DType::F32, Shape{n});
+        cpu().convert(x32, x64);
+        DevTensor d32(x32), dbf(DType::BF16, Shape{n});
+        gpu().convert(dbf, d32);
+        gpu().copy_to_host(src.t().data, dbf);
+      } else {
+        cpu().convert(src, x64);
+      }
+      HostTensor want;
+      for (size_t ss : {size_t{0}, dtype_size(c.from)})
+        for (size_t ds : {size_t{0}, dtype_size(c.to)}) {
+          ShiftedTensor s(c.from, Shape{n}, ss), d(c.to, Shape{n}, ds);
+          gpu().copy_from_host(s, src.t().data);
+          gpu().fill(d.whole(), 171);
+          gpu().convert(d, s);
+          HostTensor got(c.to, Shape{n}), all(DType::U8, d.whole().shape);
+          gpu().copy_to_host(got.t().data, d);
+          gpu().copy_to_host(all.t().data, d.whole());
+          if (ss == 0 && ds == 0) {  // the vector path, checked on its own where exact
+            want = got;
+            for (int64_t i = 0; i < n; ++i) {
+              if (c.from == DType::F32 && c.to == DType::BF16) {
+                uint32_t bits;
+                std::memcpy(&bits, src.t().ptr<float>() + i, 4);
+                const uint16_t rne = static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+                ASSERT_EQ(got.t().ptr<uint16_t>()[i], rne) << "F32 -> BF16 element " << i;
+              }
+              if (c.from == DType::BF16 && c.to == DType::F32) {
+                uint32_t bits;
+                std::memcpy(&bits, got.t().ptr<float>() + i, 4);
+                ASSERT_EQ(bits, uint32_t(src.t().ptr<uint16_t>()[i]) << 16) << "BF16 -> F32 element " << i;
+              }
+            }
+          }
+          NMOE_EXPECT_SAME(got, want) << dtype_name(c.from) << " -> " << dtype_name(c.to) << " n "
+                                      << n << " shifts " << ss << " " << ds;
+          const auto* b = all.t().ptr<uint8_t>();
+          bool around = true;
+          for (size_t i = 0; i < size_t(all.numel()); ++i)
+            if (i < ds || i >= ds + got.t().nbytes()) around = around && b[i] == 171;
+          EXPECT_TRUE(around) << dtype_name(c.from) << " -> " << dtype_name(c.to) << " n " << n;
+          // Against the CPU where it converts these dtypes (F32 <-> F64).
+          if (c.from != DType::BF16 && c.to != DType::BF16) {
+            HostTensor cpu_out(c.to, Shape{n});
+            cpu().convert(cpu_out, src);
+            NMOE_EXPECT_SAME(got, cpu_out);
+          }
+        }
+    }
+  }
+}
+
 struct MatmulCase { int64_t M, N, K; };
 
 TEST(CudaMatmul, AllTransposesAlphaBeta) {
