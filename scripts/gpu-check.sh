@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/nmoe-gpu-out}
 mkdir -p "$OUT" /tmp/nmoe-libs
 tar -xJf .gpu/deps.tar.xz -C /tmp/nmoe-libs
+[ -f .gpu/bin.tar.xz ] && tar -xJf .gpu/bin.tar.xz -C .gpu
 export LD_LIBRARY_PATH=/tmp/nmoe-libs/lib:${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}${NMOE_CUDNN_LIB_DIR:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib}  # cuDNN 9: not packed
 export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -66,17 +67,17 @@ if [ "${RDEP:-0}" = 1 ]; then
   echo "kill-a-rank: launcher exit $rc after $((t1 - t0)) s; $(grep -m1 -E 'error' "$OUT/ep_kill.log")"
 fi
 
-# Expert grouped GEMMs at the super shapes: the wgmma and mma.sync kernels (the
-# latter's tests too), the per-expert cuBLAS loop and torch._grouped_mm, same
-# GPU, same call.
+# Expert grouped GEMMs at the super shapes: the TMA, wgmma and mma.sync kernels
+# (the tests of the non-default ones too), the per-expert cuBLAS loop and
+# torch._grouped_mm, same GPU, same call.
 if [ "${GG_BENCH:-0}" = 1 ]; then
   echo
-  for v in "mma serial" "wgmma overlap"; do
+  for v in "tma serial" "mma serial" "wgmma overlap"; do
     set -- $v
     echo "grouped GEMM tests, $1 $2: $(NMOE_GROUPED_GEMM=$1 NMOE_GG_PIPELINE=$2 .gpu/bin/nmoe_gpu_tests \
       --gtest_brief=1 --gtest_filter='CudaGroupedGemm.*' 2>&1 | grep -E '^\[  (PASSED|FAILED)' | tr '\n' ' ')"
   done
-  for v in "wgmma serial" "wgmma overlap" "mma serial" "cublas serial"; do
+  for v in "tma serial" "wgmma serial" "wgmma overlap" "mma serial" "cublas serial"; do
     set -- $v
     NMOE_GROUPED_GEMM=$1 NMOE_GG_PIPELINE=$2 .gpu/bin/nmoe_gpu_tests --gtest_also_run_disabled_tests \
       --gtest_filter='CudaGroupedGemm.DISABLED_*' 2>&1 | grep '^\[grouped-gemm' | sed "s/^\[grouped-gemm $1/[grouped-gemm $1-$2/" \

@@ -22,4 +22,5 @@ done
 # xz: the libraries (OpenBLAS above all) must fit the transfer with the binaries.
 tar -C .gpu -cJf .gpu/deps.tar.xz lib && rm -rf .gpu/lib
 strip .gpu/bin/*
+tar -C .gpu -cJf .gpu/bin.tar.xz bin && rm -rf .gpu/bin
 du -sh .gpu/* 

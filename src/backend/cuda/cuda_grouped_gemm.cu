@@ -242,18 +242,19 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 }  // namespace
 
-enum class Impl { Wgmma, Mma, Cublas };
+enum class Impl { Tma, Wgmma, Mma, Cublas };
 
 // NMOE_GROUPED_GEMM picks the kernel: wgmma (default, Hopper tensor-core
-// instructions), mma (the portable mma.sync kernel) or cublas (one cuBLAS call
-// per expert after a host sync); the others are kept for comparison.
+// instructions fed by cp.async), tma (wgmma fed by the bulk tensor copy engine,
+// warp-specialized), mma (the portable mma.sync kernel) or cublas (one cuBLAS
+// call per expert after a host sync); the others are kept for comparison.
 static Impl selected_impl() {
   static const Impl impl = [] {
     const char* v = std::getenv("NMOE_GROUPED_GEMM");
     const std::string s = v ? v : "wgmma";
-    NMOE_CHECK(s == "wgmma" || s == "mma" || s == "cublas",
-               "NMOE_GROUPED_GEMM must be wgmma, mma or cublas, got '", s, "'");
-    return s == "wgmma" ? Impl::Wgmma : s == "mma" ? Impl::Mma : Impl::Cublas;
+    NMOE_CHECK(s == "tma" || s == "wgmma" || s == "mma" || s == "cublas",
+               "NMOE_GROUPED_GEMM must be tma, wgmma, mma or cublas, got '", s, "'");
+    return s == "tma" ? Impl::Tma : s == "wgmma" ? Impl::Wgmma : s == "mma" ? Impl::Mma : Impl::Cublas;
   }();
   return impl;
 }
@@ -290,7 +291,9 @@ void device_grouped_gemm(cudaStream_t stream, int* err, const __nv_bfloat16* X,
   const int64_t blocks = tiles_m * p.tiles_n;
   NMOE_CHECK(blocks < (1LL << 31), op, ": ", M, " rows x ", p.N, " columns is too large for one launch");
   const dim3 grid(static_cast<unsigned>(blocks));
-  if (selected_impl() == Impl::Wgmma) launch_grouped_gemm_wgmma(stream, p, grid, true, transW, false, false, op);
+  if (selected_impl() == Impl::Tma && tma_grouped_gemm_fits(M, E, R, S))
+    launch_grouped_gemm_tma(stream, p, grid, transW, false, false, R, S, op);
+  else if (selected_impl() != Impl::Mma) launch_grouped_gemm_wgmma(stream, p, grid, true, transW, false, false, op);
   else if (transW) launch<true, true, false, __nv_bfloat16>(stream, p, grid, op);
   else launch<true, false, false, __nv_bfloat16>(stream, p, grid, op);
 }
@@ -318,7 +321,9 @@ void device_grouped_gemm_wgrad(cudaStream_t stream, int* err, const __nv_bfloat1
   p.tiles_m = static_cast<int>((R + kBM - 1) / kBM);
   p.tiles_n = static_cast<int>((S + kBN - 1) / kBN);
   const dim3 grid(static_cast<unsigned>(p.tiles_m * p.tiles_n), static_cast<unsigned>(E));
-  if (selected_impl() == Impl::Wgmma) launch_grouped_gemm_wgmma(stream, p, grid, false, false, true, dW_f32, op);
+  if (selected_impl() == Impl::Tma && tma_grouped_gemm_fits(M, E, R, S))
+    launch_grouped_gemm_tma(stream, p, grid, false, true, dW_f32, R, S, op);
+  else if (selected_impl() != Impl::Mma) launch_grouped_gemm_wgmma(stream, p, grid, false, false, true, dW_f32, op);
   else if (dW_f32) launch<false, false, true, float>(stream, p, grid, op);
   else launch<false, false, true, __nv_bfloat16>(stream, p, grid, op);
 }
