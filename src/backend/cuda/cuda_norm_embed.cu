@@ -97,9 +97,12 @@ __global__ void rmsnorm_dw_partial_kernel(const T* dy, const T* x, const float* 
   partial[blockIdx.y * D + d] = acc;
 }
 
+// Sums each column's partials in chunk order; the unrolling only keeps more
+// loads in flight (a few blocks do all of it, so latency decides).
 __global__ void rmsnorm_dw_final_kernel(const float* partial, int64_t chunks, int64_t D, float* dw) {
   NMOE_GRID_STRIDE(d, D) {
     float acc = 0.f;
+#pragma unroll 16
     for (int64_t c = 0; c < chunks; ++c) acc += partial[c * D + d];
     dw[d] += acc;
   }
