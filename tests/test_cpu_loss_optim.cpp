@@ -177,6 +177,35 @@ TEST(CpuAdamW, MatchesScalarFormulaWithAndWithoutClipping) {
     }
 }
 
+// adamw_copy: adamw, then the updated weights converted into the copy.
+TEST(CpuAdamW, CopyIsAdamWThenConvert) {
+  CpuBackend be(0);
+  std::mt19937_64 rng(55);
+  const int64_t n = 1001;
+  for (DType copy_dt : {DType::F32, DType::F64}) {
+    AdamState a = random_adam_state(DType::F64, n, rng), b = a;
+    AdamWParams p;
+    p.lr = 3e-3;
+    p.weight_decay = 0.1;
+    p.step = 2;
+    p.max_norm = 1.0;
+    HostTensor gns = scalar_f64();
+    be.sum_squares(a.g, gns);
+    HostTensor copy(copy_dt, {n}), want(copy_dt, {n});
+    copy.poison();
+    be.adamw_copy(a.p, a.g, a.m, a.v, p, gns, copy);
+    be.adamw(b.p, b.g, b.m, b.v, p, gns);
+    be.convert(want, b.p);
+    EXPECT_TRUE(a.p.bytes_equal(b.p));
+    EXPECT_TRUE(a.m.bytes_equal(b.m));
+    EXPECT_TRUE(a.v.bytes_equal(b.v));
+    EXPECT_TRUE(copy.bytes_equal(want)) << dtype_name(copy_dt);
+  }
+  AdamState s = random_adam_state(DType::F64, 8, rng);
+  HostTensor short_copy(DType::F32, {7});
+  EXPECT_THROW(be.adamw_copy(s.p, s.g, s.m, s.v, AdamWParams{}, Tensor(), short_copy), Error);
+}
+
 TEST(CpuAdamW, ChecksArguments) {
   CpuBackend be(0);
   std::mt19937_64 rng(54);

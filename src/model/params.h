@@ -76,6 +76,8 @@ class ParamStore {
 
   const Tensor& flat_params() const { return flat_w_; }
   const Tensor& flat_grads() const { return flat_g_; }
+  // The compute copy of flat_params() (undefined without one).
+  const Tensor& flat_compute() const { return flat_c_; }
   Tensor group_slice(const Tensor& flat, ParamGroup g) const;
 
   // The replicated elements: [group(Expert).end, numel()).

@@ -189,6 +189,15 @@ class Backend {
   // clip = min(1, max_norm / (sqrt(grad_norm_sq) + 1e-6)) if max_norm > 0, else 1.
   virtual void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                      const AdamWParams& p, const Tensor& grad_norm_sq) = 0;
+  // adamw, then param_copy = param converted to param_copy's dtype (write, same
+  // numel): the compute copy of the updated weights (bf16 of fp32 master
+  // weights), in the same pass where a backend fuses the two. The same values
+  // as adamw followed by convert, which the default does.
+  virtual void adamw_copy(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                          const AdamWParams& p, const Tensor& grad_norm_sq, const Tensor& param_copy) {
+    adamw(param, grad, m, v, p, grad_norm_sq);
+    convert(param_copy, param);
+  }
 };
 
 }  // namespace nmoe

@@ -15,7 +15,7 @@ const std::array<const char*, TimedBackend::kNumOps>& TimedBackend::op_names() {
       "embedding_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope", "attention_fwd", "attention_bwd", "swiglu_fwd",
       "swiglu_bwd", "router_fwd", "router_bwd", "moe_aux_loss", "router_bias_update", "moe_plan",
       "moe_dispatch", "moe_dispatch_bwd", "moe_combine", "moe_combine_bwd", "cross_entropy", "sum_squares",
-      "adamw"};
+      "adamw", "adamw_copy"};
   return names;
 }
 
@@ -209,6 +209,10 @@ void TimedBackend::sum_squares(const Tensor& x, const Tensor& out) {
 void TimedBackend::adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
                          const AdamWParams& p, const Tensor& grad_norm_sq) {
   timed(kAdamw, [&] { inner_.adamw(param, grad, m, v, p, grad_norm_sq); });
+}
+void TimedBackend::adamw_copy(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                              const AdamWParams& p, const Tensor& grad_norm_sq, const Tensor& param_copy) {
+  timed(kAdamwCopy, [&] { inner_.adamw_copy(param, grad, m, v, p, grad_norm_sq, param_copy); });
 }
 
 }  // namespace nmoe

@@ -30,7 +30,7 @@ class TimedBackend final : public Backend {
     kMatmul, kGroupedMatmul, kGroupedMatmulWgrad, kAdd, kEmbeddingFwd, kEmbeddingBwd, kRmsnormFwd,
     kRmsnormBwd, kRope, kAttentionFwd, kAttentionBwd, kSwigluFwd, kSwigluBwd, kRouterFwd, kRouterBwd,
     kMoeAuxLoss, kRouterBiasUpdate, kMoePlan, kMoeDispatch, kMoeDispatchBwd, kMoeCombine,
-    kMoeCombineBwd, kCrossEntropy, kSumSquares, kAdamw, kNumOps
+    kMoeCombineBwd, kCrossEntropy, kSumSquares, kAdamw, kAdamwCopy, kNumOps
   };
   // The name of each forwarded method; name and device_name are forwarded
   // but not timed (they do no device work).
@@ -105,6 +105,8 @@ class TimedBackend final : public Backend {
   void sum_squares(const Tensor& x, const Tensor& out) override;
   void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWParams& p,
              const Tensor& grad_norm_sq) override;
+  void adamw_copy(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const AdamWParams& p,
+                  const Tensor& grad_norm_sq, const Tensor& param_copy) override;
 
  private:
   using Clock = std::chrono::steady_clock;

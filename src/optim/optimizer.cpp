@@ -92,6 +92,11 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
 
   const double scale = schedule_.scale(step, tokens_seen);
   ++adam_steps_;
+  // With a compute copy and every element updated here (moments not sharded),
+  // adamw_copy refreshes the copy in the same pass; otherwise it is converted
+  // after the step.
+  const bool fused_copy = ps.has_compute_copy() && !ps.moments_sharded();
+  int64_t copied = 0;
   for (const Group& g : groups_) {
     const double lr = WsdSchedule::lr(g.peak_lr, g.floor_lr, scale);
     if (g.id == ParamGroup::Expert) out.lr_expert = lr;
@@ -109,8 +114,15 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
     p.weight_decay = g.weight_decay;
     p.step = adam_steps_;
     p.max_norm = cfg_.grad_clip;
-    B.adamw(ps.flat_params().slice(own.begin, own.end), ps.flat_grads().slice(own.begin, own.end),
-            ps.m(own.begin, own.end), ps.v(own.begin, own.end), p, grad_norm_sq_);
+    if (fused_copy) {
+      B.adamw_copy(ps.flat_params().slice(own.begin, own.end), ps.flat_grads().slice(own.begin, own.end),
+                   ps.m(own.begin, own.end), ps.v(own.begin, own.end), p, grad_norm_sq_,
+                   ps.flat_compute().slice(own.begin, own.end));
+      copied += own.size();
+    } else {
+      B.adamw(ps.flat_params().slice(own.begin, own.end), ps.flat_grads().slice(own.begin, own.end),
+              ps.m(own.begin, own.end), ps.v(own.begin, own.end), p, grad_norm_sq_);
+    }
   }
   if (ps.moments_sharded()) comm_->all_gather(ps.flat_params(), ps.shard_bounds(), "dense parameter all-gather");
 
@@ -119,7 +131,9 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
   double ramp = r.peak_lr > r.floor_lr ? (out.lr_router - r.floor_lr) / (r.peak_lr - r.floor_lr) : 1.0;
   out.bias_gamma = cfg_.router_bias_update_rate * std::clamp(ramp, 0.0, 1.0);
   model_.update_router_bias(out.bias_gamma);
-  model_.sync_compute_weights();
+  // The groups partition the flat buffers, so the fused steps covered the
+  // copy when they updated numel() elements.
+  if (!fused_copy || copied != ps.numel()) model_.sync_compute_weights();
   return out;
 }
 

@@ -19,6 +19,7 @@
 #include "gpu_test_util.h"
 #include "model_run.h"
 #include "model/model.h"
+#include "optim/optimizer.h"
 
 namespace nmoe::gputest {
 namespace {
@@ -524,6 +525,47 @@ TEST(CudaBf16Model, ForwardBackwardNearCpuF32) {
     EXPECT_LE(rel, 5e-2) << p.spec.name << " gradient relative error " << rel;
   }
   std::printf("[bf16 model] worst per-tensor gradient rel error %.3g\n", worst);
+}
+
+// The optimizer refreshes the BF16 compute copy of the weights in its AdamW
+// pass (adamw_copy): after each step the copy is the master weights rounded.
+TEST(CudaBf16Model, OptimizerStepRefreshesComputeCopy) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  Config cfg = load_config_string(kMoeToml, "gpu_model_bf16_opt", {});
+  std::vector<int32_t> tok, tgt;
+  make_batch(cfg, tok, tgt);
+  ModelOptions o;
+  o.dtype = F;
+  o.compute_dtype = BF;
+  o.micro_batch = cfg.batch_size;
+  o.seq_len = cfg.seq_len;
+  Model m(cfg, gpu(), o);
+  m.init_weights(77);
+  Optimizer opt(cfg, m);
+  const ParamStore& ps = m.params();
+  ASSERT_TRUE(ps.has_compute_copy());
+  const int64_t n = ps.numel();
+  for (int64_t step = 0; step < 2; ++step) {
+    m.zero_grads();
+    m.reset_step_stats();
+    m.forward_backward(tok.data(), tgt.data(), 1.0 / static_cast<double>(tok.size()), 0.01);
+    std::vector<float> before(n);
+    gpu().copy_to_host(before.data(), ps.flat_params());
+    opt.step(step, static_cast<double>(step * tok.size()));
+    std::vector<float> w(n);
+    std::vector<uint16_t> c(n);
+    gpu().copy_to_host(w.data(), ps.flat_params());
+    gpu().copy_to_host(c.data(), ps.flat_compute());
+    int64_t changed = 0, wrong = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      changed += w[i] != before[i];
+      uint32_t bits;
+      std::memcpy(&bits, &w[i], 4);
+      wrong += c[i] != static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+    }
+    EXPECT_GT(changed, 0) << "step " << step;
+    EXPECT_EQ(wrong, 0) << "step " << step << ": compute copy elements that are not the rounded weights";
+  }
 }
 
 TEST(CudaBf16Model, Deterministic) {

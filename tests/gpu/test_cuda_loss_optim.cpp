@@ -75,5 +75,52 @@ TEST(CudaOptim, AdamW) {
   }
 }
 
+// adamw_copy on F32 weights with a BF16 copy runs fused (4 elements per
+// thread from 16-byte aligned buffers, else one): the same bytes as adamw
+// followed by convert, at any length and start; an F32 copy takes the default.
+TEST(CudaOptim, AdamWCopyIsAdamWThenConvert) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(34);
+  struct Case { int64_t n; size_t shift; DType copy; };
+  for (Case c : {Case{1, 0, DType::BF16}, {3, 0, DType::BF16}, {4, 0, DType::BF16},
+                 {7, 0, DType::BF16}, {100003, 0, DType::BF16}, {100003, 4, DType::BF16},
+                 {1001, 8, DType::BF16}, {1001, 0, DType::F32}}) {
+    HostTensor p = uniform(F, Shape{c.n}, rng), g = uniform(F, Shape{c.n}, rng);
+    HostTensor m = uniform(F, Shape{c.n}, rng, -0.1, 0.1), v = uniform(F, Shape{c.n}, rng, 0, 0.01);
+    HostTensor gns = scalar(0.3);
+    DevTensor dgns(gns);
+    // [0]: adamw_copy, [1]: adamw then convert; buffers `shift` bytes past alignment.
+    std::unique_ptr<ShiftedTensor> t[2][5];
+    for (int k = 0; k < 2; ++k) {
+      for (int j = 0; j < 4; ++j) t[k][j] = std::make_unique<ShiftedTensor>(F, Shape{c.n}, c.shift);
+      t[k][4] = std::make_unique<ShiftedTensor>(c.copy, Shape{c.n}, c.shift / 2);
+      gpu().copy_from_host(*t[k][0], p.t().data);
+      gpu().copy_from_host(*t[k][1], g.t().data);
+      gpu().copy_from_host(*t[k][2], m.t().data);
+      gpu().copy_from_host(*t[k][3], v.t().data);
+      gpu().fill(*t[k][4], std::nan(""));
+    }
+    AdamWParams a;
+    a.lr = 3e-3;
+    a.weight_decay = 0.1;
+    a.max_norm = 0.5;
+    for (int64_t step = 1; step <= 2; ++step) {
+      a.step = step;
+      gpu().adamw_copy(*t[0][0], *t[0][1], *t[0][2], *t[0][3], a, dgns, *t[0][4]);
+      gpu().adamw(*t[1][0], *t[1][1], *t[1][2], *t[1][3], a, dgns);
+      gpu().convert(*t[1][4], *t[1][0]);
+    }
+    for (int j = 0; j < 5; ++j) {
+      const Tensor& x = *t[0][j];
+      const Tensor& y = *t[1][j];
+      HostTensor hx(x.dtype, x.shape), hy(y.dtype, y.shape);
+      gpu().copy_to_host(hx.t().data, x);
+      gpu().copy_to_host(hy.t().data, y);
+      NMOE_EXPECT_SAME(hx, hy) << "buffer " << j << " n " << c.n << " shift " << c.shift << " copy "
+                               << dtype_name(c.copy);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nmoe::gputest

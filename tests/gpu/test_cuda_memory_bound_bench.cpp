@@ -127,7 +127,7 @@ TEST(CudaMemoryBoundBench, DISABLED_SuperShapes) {
            ceiling);
   }
   {
-    DevTensor pw(F, Shape{P}), pg(F, Shape{P}), pm(F, Shape{P}), pv(F, Shape{P});
+    DevTensor pw(F, Shape{P}), pg(F, Shape{P}), pm(F, Shape{P}), pv(F, Shape{P}), pc(BF, Shape{P});
     DevTensor nsq(DType::F64, Shape{1});
     for (const DevTensor* t : {&pw, &pg, &pm, &pv}) gpu().fill(*t, 0.01);
     gpu().fill(nsq, 0);
@@ -136,6 +136,9 @@ TEST(CudaMemoryBoundBench, DISABLED_SuperShapes) {
     ap.lr = 1e-3;
     ap.max_norm = 1;
     report("adamw", time_ms([&] { gpu().adamw(pw, pg, pm, pv, ap, nsq); }, 5), P * 28.0, ceiling);
+    // With the bf16 compute copy written in the same pass (in place of adamw + convert).
+    report("adamw_copy (+ BF16 copy)",
+           time_ms([&] { gpu().adamw_copy(pw, pg, pm, pv, ap, nsq, pc); }, 5), P * 30.0, ceiling);
   }
 }
 

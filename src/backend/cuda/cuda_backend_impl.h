@@ -111,6 +111,9 @@ class CudaBackend final : public Backend {
   void sum_squares(const Tensor& x, const Tensor& out) override;
   void adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
              const AdamWParams& p, const Tensor& grad_norm_sq) override;
+  // Fused for F32 weights with a BF16 copy; other dtypes: adamw, then convert.
+  void adamw_copy(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                  const AdamWParams& p, const Tensor& grad_norm_sq, const Tensor& param_copy) override;
 
   // ---- internals shared by the op files -------------------------------------
   // Grow-only device scratch buffers, one per purpose so one op can hold several.

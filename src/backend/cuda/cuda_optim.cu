@@ -39,21 +39,93 @@ struct AdamCoef {
   double max_norm;  // > 0: clip by grad_norm_sq read on the device
 };
 
+__device__ __forceinline__ float adamw_clip(const AdamCoef& c, const double* grad_norm_sq) {
+  float clip = 1.f;
+  if (c.max_norm > 0) clip = float(fmin(1.0, c.max_norm / (sqrt(grad_norm_sq[0]) + 1e-6)));
+  return clip;
+}
+
+// One element: m, v updated in place, the new parameter returned. Shared by
+// every AdamW kernel, so fused or not they compute the same bits.
+__device__ __forceinline__ float adamw_element(float param, float grad, float& m, float& v,
+                                               const AdamCoef& c, float clip) {
+  const float g = grad * clip;
+  const float m1 = c.b1 * m + (1.f - c.b1) * g;
+  const float v1 = c.b2 * v + (1.f - c.b2) * g * g;
+  float p = param * c.decay;
+  p -= c.step_size * m1 / (sqrtf(v1) * c.inv_sqrt_bc2 + c.eps);
+  m = m1;
+  v = v1;
+  return p;
+}
+
 template <class T>
 __global__ void adamw_kernel(T* param, const T* grad, T* m, T* v, int64_t n, AdamCoef c,
                              const double* grad_norm_sq) {
-  float clip = 1.f;
-  if (c.max_norm > 0) clip = float(fmin(1.0, c.max_norm / (sqrt(grad_norm_sq[0]) + 1e-6)));
+  const float clip = adamw_clip(c, grad_norm_sq);
   NMOE_GRID_STRIDE(i, n) {
-    const float g = to_f32(grad[i]) * clip;
-    const float m1 = c.b1 * to_f32(m[i]) + (1.f - c.b1) * g;
-    const float v1 = c.b2 * to_f32(v[i]) + (1.f - c.b2) * g * g;
-    float p = to_f32(param[i]) * c.decay;
-    p -= c.step_size * m1 / (sqrtf(v1) * c.inv_sqrt_bc2 + c.eps);
+    float m1 = to_f32(m[i]), v1 = to_f32(v[i]);
+    const float p = adamw_element(to_f32(param[i]), to_f32(grad[i]), m1, v1, c, clip);
     m[i] = from_f32<T>(m1);
     v[i] = from_f32<T>(v1);
     param[i] = from_f32<T>(p);
   }
+}
+
+// AdamW on fp32 weights that also writes their bf16 copy (as convert rounds).
+// Element by element from `first` (any alignment) ...
+__global__ void adamw_copy_kernel(float* param, const float* grad, float* m, float* v,
+                                  __nv_bfloat16* copy, int64_t first, int64_t n, AdamCoef c,
+                                  const double* grad_norm_sq) {
+  const float clip = adamw_clip(c, grad_norm_sq);
+  NMOE_GRID_STRIDE(j, n - first) {
+    const int64_t i = first + j;
+    float m1 = m[i], v1 = v[i];
+    const float p = adamw_element(param[i], grad[i], m1, v1, c, clip);
+    m[i] = m1;
+    v[i] = v1;
+    param[i] = p;
+    copy[i] = __float2bfloat16(p);
+  }
+}
+
+// ... or 4 elements per thread over the first 4 * n4: 16-byte loads and
+// stores of the fp32 buffers, 8 bytes of the copy (16- and 8-byte aligned).
+__global__ void adamw_copy4_kernel(float4* param, const float4* grad, float4* m, float4* v,
+                                   uint2* copy, int64_t n4, AdamCoef c, const double* grad_norm_sq) {
+  const float clip = adamw_clip(c, grad_norm_sq);
+  NMOE_GRID_STRIDE(i, n4) {
+    const float4 p4 = param[i], g4 = grad[i];
+    float4 m4 = m[i], v4 = v[i];
+    float4 o;
+    o.x = adamw_element(p4.x, g4.x, m4.x, v4.x, c, clip);
+    o.y = adamw_element(p4.y, g4.y, m4.y, v4.y, c, clip);
+    o.z = adamw_element(p4.z, g4.z, m4.z, v4.z, c, clip);
+    o.w = adamw_element(p4.w, g4.w, m4.w, v4.w, c, clip);
+    m[i] = m4;
+    v[i] = v4;
+    param[i] = o;
+    const float f[4] = {o.x, o.y, o.z, o.w};
+    uint32_t w[2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      w[j] = uint32_t(__bfloat16_as_ushort(__float2bfloat16(f[2 * j]))) |
+             (uint32_t(__bfloat16_as_ushort(__float2bfloat16(f[2 * j + 1]))) << 16);
+    copy[i] = make_uint2(w[0], w[1]);
+  }
+}
+
+AdamCoef adam_coef(const AdamWParams& p) {
+  const double t = static_cast<double>(p.step);
+  AdamCoef c;
+  c.decay = static_cast<float>(1.0 - p.lr * p.weight_decay);
+  c.b1 = static_cast<float>(p.beta1);
+  c.b2 = static_cast<float>(p.beta2);
+  c.eps = static_cast<float>(p.eps);
+  c.step_size = static_cast<float>(p.lr / (1.0 - std::pow(p.beta1, t)));
+  c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(p.beta2, t)));
+  c.max_norm = p.max_norm > 0 ? p.max_norm : 0.0;
+  return c;
 }
 
 }  // namespace
@@ -81,15 +153,7 @@ void CudaBackend::adamw(const Tensor& param, const Tensor& grad, const Tensor& m
   const char* op = "adamw";
   ops::check_adamw(param, grad, m, v, p, grad_norm_sq);
   const int64_t n = param.numel();
-  const double t = static_cast<double>(p.step);
-  AdamCoef c;
-  c.decay = static_cast<float>(1.0 - p.lr * p.weight_decay);
-  c.b1 = static_cast<float>(p.beta1);
-  c.b2 = static_cast<float>(p.beta2);
-  c.eps = static_cast<float>(p.eps);
-  c.step_size = static_cast<float>(p.lr / (1.0 - std::pow(p.beta1, t)));
-  c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(p.beta2, t)));
-  c.max_norm = p.max_norm > 0 ? p.max_norm : 0.0;
+  const AdamCoef c = adam_coef(p);
   dispatch_float(op, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}}, [&](auto tag) {
     using T = decltype(tag);
     if (n == 0) return;
@@ -98,6 +162,42 @@ void CudaBackend::adamw(const Tensor& param, const Tensor& grad, const Tensor& m
         p.max_norm > 0 ? grad_norm_sq.ptr<double>() : nullptr);
     NMOE_CUDA_LAUNCHED(op);
   });
+}
+
+void CudaBackend::adamw_copy(const Tensor& param, const Tensor& grad, const Tensor& m,
+                             const Tensor& v, const AdamWParams& p, const Tensor& grad_norm_sq,
+                             const Tensor& param_copy) {
+  const char* op = "adamw_copy";
+  const bool fused = param.dtype == DType::F32 && grad.dtype == DType::F32 &&
+                     m.dtype == DType::F32 && v.dtype == DType::F32 &&
+                     param_copy.dtype == DType::BF16;
+  if (!fused) return Backend::adamw_copy(param, grad, m, v, p, grad_norm_sq, param_copy);
+  ops::check_adamw(param, grad, m, v, p, grad_norm_sq);
+  const int64_t n = param.numel();
+  check_data(op, "param_copy", param_copy);
+  NMOE_CHECK(param_copy.numel() == n, op, ": param_copy has ", param_copy.numel(),
+             " elements, param ", n);
+  if (n == 0) return;
+  const AdamCoef c = adam_coef(p);
+  const double* gns = p.max_norm > 0 ? grad_norm_sq.ptr<double>() : nullptr;
+  auto* copy = param_copy.ptr<__nv_bfloat16>();
+  int64_t done = 0;
+  if (is_aligned16(param.data) && is_aligned16(grad.data) && is_aligned16(m.data) &&
+      is_aligned16(v.data) && (reinterpret_cast<uintptr_t>(copy) & 7u) == 0 && n >= 4) {
+    const int64_t n4 = n / 4;
+    adamw_copy4_kernel<<<grid_for(n4), kThreads, 0, stream()>>>(
+        static_cast<float4*>(param.data), static_cast<const float4*>(grad.data),
+        static_cast<float4*>(m.data), static_cast<float4*>(v.data), reinterpret_cast<uint2*>(copy),
+        n4, c, gns);
+    NMOE_CUDA_LAUNCHED(op);
+    done = n4 * 4;
+  }
+  if (done < n) {
+    adamw_copy_kernel<<<grid_for(n - done), kThreads, 0, stream()>>>(
+        param.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(), copy, done, n, c,
+        gns);
+    NMOE_CUDA_LAUNCHED(op);
+  }
 }
 
 }  // namespace nmoe
