@@ -72,18 +72,33 @@ fi
 # torch._grouped_mm, same GPU, same call.
 if [ "${GG_BENCH:-0}" = 1 ]; then
   echo
-  for v in "tma serial" "mma serial" "wgmma overlap"; do
+  for v in "tma serial" "wgmma serial" "mma serial" "wgmma overlap"; do
     set -- $v
     echo "grouped GEMM tests, $1 $2: $(NMOE_GROUPED_GEMM=$1 NMOE_GG_PIPELINE=$2 .gpu/bin/nmoe_gpu_tests \
       --gtest_brief=1 --gtest_filter='CudaGroupedGemm.*' 2>&1 | grep -E '^\[  (PASSED|FAILED)' | tr '\n' ' ')"
   done
-  for v in "tma serial" "wgmma serial" "wgmma overlap" "mma serial" "cublas serial"; do
-    set -- $v
-    NMOE_GROUPED_GEMM=$1 NMOE_GG_PIPELINE=$2 .gpu/bin/nmoe_gpu_tests --gtest_also_run_disabled_tests \
-      --gtest_filter='CudaGroupedGemm.DISABLED_*' 2>&1 | grep '^\[grouped-gemm' | sed "s/^\[grouped-gemm $1/[grouped-gemm $1-$2/" \
+  for v in ${GG_VARIANTS:-auto:serial tma:serial wgmma:serial wgmma:overlap mma:serial cublas:serial}; do
+    impl=${v%%:*}; pipe=${v##*:}
+    NMOE_GROUPED_GEMM=$impl NMOE_GG_PIPELINE=$pipe .gpu/bin/nmoe_gpu_tests --gtest_also_run_disabled_tests \
+      --gtest_filter='CudaGroupedGemm.DISABLED_*' 2>&1 | grep '^\[grouped-gemm' | sed "s/^\[grouped-gemm $impl/[grouped-gemm $impl-$pipe/" \
       | tee -a "$OUT/grouped_gemm.txt"
   done
   python3 scripts/bench_torch_grouped_mm.py 2>&1 | tail -8 | tee -a "$OUT/grouped_gemm.txt"
+fi
+
+# Nsight Compute on the grouped GEMMs of the benchmark (launch 0: w13 forward;
+# launch 55: w13 weight gradient) with NCU_IMPLS naming the implementations.
+if [ -n "${NCU_IMPLS:-}" ]; then
+  for impl in $NCU_IMPLS; do
+    for skip in 0 55; do
+      echo "== ncu $impl launch $skip"
+      NMOE_GROUPED_GEMM=$impl timeout 120 ncu --clock-control none -k regex:grouped_gemm --launch-skip $skip \
+        --launch-count 1 --section SpeedOfLight --section WarpStateStats --section Occupancy \
+        .gpu/bin/nmoe_gpu_tests --gtest_also_run_disabled_tests --gtest_filter='CudaGroupedGemm.DISABLED_*' 2>&1 \
+        | grep -E "Duration|Throughput|Warp Cycles Per Issued|Achieved Occupancy|Theoretical Occupancy|Registers|stall|Stall|grouped_gemm" \
+        | grep -v "^\[grouped-gemm" | head -30
+    done
+  done
 fi
 
 # Where a step's time goes: each op between two synchronizations (n bench --op-times).

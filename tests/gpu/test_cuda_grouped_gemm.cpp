@@ -1,5 +1,5 @@
-// The device-side BF16 grouped GEMM (cuda_grouped_gemm*.cu; the wgmma kernel by
-// default, NMOE_GROUPED_GEMM=mma for the mma.sync one) against the CPU
+// The device-side BF16 grouped GEMM (cuda_grouped_gemm*.cu; the kernel chosen
+// by NMOE_GROUPED_GEMM: auto, tma, wgmma, mma) against the CPU
 // backend in F32 on the same bf16-rounded inputs: forward with W transposed and
 // not, and the weight gradient into F32 and BF16, over ragged segments that
 // cross the 128-row tiles, empty experts, one expert taking every row, and
@@ -131,7 +131,7 @@ TEST(CudaGroupedGemm, BadOffsetsAreReported) {
 // experts of width 384, dim 768): 229,376 routed rows, expert sizes drawn
 // around the mean. Run with
 //   nmoe_gpu_tests --gtest_also_run_disabled_tests --gtest_filter='CudaGroupedGemm.DISABLED_*'
-// (NMOE_GROUPED_GEMM=mma or cublas times the other implementations).
+// (NMOE_GROUPED_GEMM=tma, wgmma, mma or cublas times one implementation).
 TEST(CudaGroupedGemm, DISABLED_BenchSuperShapes) {
   NMOE_SKIP_WITHOUT_CUDA();
   const int64_t E = 256, D = 768, I = 384, M = 16 * 2048 * 7;
@@ -162,7 +162,7 @@ TEST(CudaGroupedGemm, DISABLED_BenchSuperShapes) {
     gpu().synchronize();
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters;
   };
-  const char* impl = std::getenv("NMOE_GROUPED_GEMM") ? std::getenv("NMOE_GROUPED_GEMM") : "wgmma";
+  const char* impl = std::getenv("NMOE_GROUPED_GEMM") ? std::getenv("NMOE_GROUPED_GEMM") : "auto";
   auto report = [&](const char* name, double ms, int64_t n, int64_t k) {
     const double tflops = 2.0 * M * n * k / (ms * 1e9);
     std::printf("[grouped-gemm %s] %-22s %8.3f ms %7.1f TFLOP/s\n", impl, name, ms, tflops);

@@ -242,19 +242,25 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 
 }  // namespace
 
-enum class Impl { Tma, Wgmma, Mma, Cublas };
+enum class Impl { Auto, Tma, Wgmma, Mma, Cublas };
 
-// NMOE_GROUPED_GEMM picks the kernel: wgmma (default, Hopper tensor-core
-// instructions fed by cp.async), tma (wgmma fed by the bulk tensor copy engine,
-// warp-specialized), mma (the portable mma.sync kernel) or cublas (one cuBLAS
-// call per expert after a host sync); the others are kept for comparison.
+// NMOE_GROUPED_GEMM picks the kernel: auto (default: the fastest measured per
+// layout, see docs/perf.md: tma for the forward with W transposed, both
+// operands K-major; wgmma for the transposed layouts), tma (wgmma fed by the
+// bulk tensor copy engine, warp-specialized), wgmma (fed by cp.async), mma
+// (the portable mma.sync kernel) or cublas (one cuBLAS call per expert after a
+// host sync).
 static Impl selected_impl() {
   static const Impl impl = [] {
     const char* v = std::getenv("NMOE_GROUPED_GEMM");
-    const std::string s = v ? v : "wgmma";
-    NMOE_CHECK(s == "tma" || s == "wgmma" || s == "mma" || s == "cublas",
-               "NMOE_GROUPED_GEMM must be tma, wgmma, mma or cublas, got '", s, "'");
-    return s == "tma" ? Impl::Tma : s == "wgmma" ? Impl::Wgmma : s == "mma" ? Impl::Mma : Impl::Cublas;
+    const std::string s = v ? v : "auto";
+    NMOE_CHECK(s == "auto" || s == "tma" || s == "wgmma" || s == "mma" || s == "cublas",
+               "NMOE_GROUPED_GEMM must be auto, tma, wgmma, mma or cublas, got '", s, "'");
+    return s == "auto"    ? Impl::Auto
+           : s == "tma"   ? Impl::Tma
+           : s == "wgmma" ? Impl::Wgmma
+           : s == "mma"   ? Impl::Mma
+                          : Impl::Cublas;
   }();
   return impl;
 }
@@ -291,7 +297,8 @@ void device_grouped_gemm(cudaStream_t stream, int* err, const __nv_bfloat16* X,
   const int64_t blocks = tiles_m * p.tiles_n;
   NMOE_CHECK(blocks < (1LL << 31), op, ": ", M, " rows x ", p.N, " columns is too large for one launch");
   const dim3 grid(static_cast<unsigned>(blocks));
-  if (selected_impl() == Impl::Tma && tma_grouped_gemm_fits(M, E, R, S))
+  const Impl impl = selected_impl();
+  if ((impl == Impl::Tma || (impl == Impl::Auto && transW)) && tma_grouped_gemm_fits(M, E, R, S))
     launch_grouped_gemm_tma(stream, p, grid, transW, false, false, R, S, op);
   else if (selected_impl() != Impl::Mma) launch_grouped_gemm_wgmma(stream, p, grid, true, transW, false, false, op);
   else if (transW) launch<true, true, false, __nv_bfloat16>(stream, p, grid, op);
