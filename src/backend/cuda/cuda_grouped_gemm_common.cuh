@@ -94,17 +94,18 @@ __device__ bool locate_tile(const GroupedGemmArgs& p, int t, int& expert, int64_
   return expert >= 0;
 }
 
-// Writes (or, for the weight gradient, adds to) two adjacent outputs.
+// Writes (or, for the weight gradient, adds to) two adjacent outputs. F32
+// accumulation is a fire-and-forget vector reduction in L2 (red.add): the
+// epilogue never waits for the old values. Each element receives exactly one
+// add per launch, so the result does not depend on timing (fp32 round to
+// nearest; subnormal results flush to zero).
 template <bool Accumulate, class OutT>
 __device__ __forceinline__ void store_pair(OutT* c, float v0, float v1) {
   if constexpr (sizeof(OutT) == 4) {
-    float2* p = reinterpret_cast<float2*>(c);
-    if constexpr (Accumulate) {
-      const float2 old = *p;
-      v0 += old.x;
-      v1 += old.y;
-    }
-    *p = make_float2(v0, v1);
+    if constexpr (Accumulate)
+      asm volatile("red.add.global.v2.f32 [%0], {%1, %2};\n" ::"l"(c), "f"(v0), "f"(v1) : "memory");
+    else
+      *reinterpret_cast<float2*>(c) = make_float2(v0, v1);
   } else {
     __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(c);
     if constexpr (Accumulate) {
