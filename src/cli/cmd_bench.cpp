@@ -55,6 +55,8 @@ int cmd_bench(const std::vector<std::string>& args) {
   ca.overrides.push_back({"micro_batch_size", std::to_string(micro)});
   Config cfg = load_config(ca.path, ca.overrides);
   auto backend = make_backend(cfg);
+  backend->synchronize();
+  const int64_t mem_before = backend->device_memory_in_use();  // runtime context only
   std::unique_ptr<TimedBackend> timed;
   if (op_times) timed = std::make_unique<TimedBackend>(*backend);
   Backend& be = timed ? static_cast<Backend&>(*timed) : *backend;
@@ -90,6 +92,10 @@ int cmd_bench(const std::vector<std::string>& args) {
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
   const double tps = static_cast<double>(N) / dt;
   const double fpt = model.flops_per_token();
+  // Everything is allocated up front or grows once at first use and is kept,
+  // so memory in use after the steps is the run's peak.
+  const int64_t mem_after = backend->device_memory_in_use();
+  const double planned_gib = static_cast<double>(model.memory_plan().total()) / (1 << 30);
   nlohmann::json j = {{"impl", std::string("nmoe-") + backend->name()},
                       {"config", cfg.preset},
                       {"micro_batch", micro},
@@ -98,8 +104,14 @@ int cmd_bench(const std::vector<std::string>& args) {
                       {"tokens_per_s", tps},
                       {"gflop_per_token", fpt / 1e9},
                       {"mfu", fpt * tps / (peak_tflops * 1e12)},
-                      {"planned_mem_gib", static_cast<double>(model.memory_plan().total()) / (1 << 30)},
+                      {"planned_mem_gib", planned_gib},
                       {"final_loss", loss}};
+  if (mem_before >= 0 && mem_after >= 0) {
+    const double measured_gib = static_cast<double>(mem_after - mem_before) / (1 << 30);
+    j["measured_mem_gib"] = measured_gib;
+    std::cerr << "memory: planned " << planned_gib << " GiB, measured " << measured_gib
+              << " GiB (device memory in use after the steps minus before the model)\n";
+  }
   if (timed) {
     j["op_times_mode"] = true;
     nlohmann::json ops = nlohmann::json::array();

@@ -50,6 +50,10 @@ class Backend {
   virtual const char* name() const = 0;
   // The hardware it runs on, e.g. "CPU" or "NVIDIA H200".
   virtual std::string device_name() const { return name(); }
+  // Bytes of device memory in use now (everything on the device, the runtime
+  // context and libraries' own allocations included), or -1 where the
+  // backend cannot tell (CPU). Differences measure what a run allocated.
+  virtual int64_t device_memory_in_use() const { return -1; }
 
   // ---- memory -------------------------------------------------------------
   virtual void* alloc(size_t bytes) = 0;  // 256-byte aligned

@@ -26,14 +26,14 @@ class TimedBackend final : public Backend {
   // Every virtual method of Backend, in header order. The names are the keys
   // of the table (and of kOpNames below).
   enum Op : int {
-    kName, kDeviceName, kAlloc, kFree, kCopyFromHost, kCopyToHost, kCopy, kFill, kConvert, kSynchronize,
+    kName, kDeviceName, kDeviceMemoryInUse, kAlloc, kFree, kCopyFromHost, kCopyToHost, kCopy, kFill, kConvert, kSynchronize,
     kMatmul, kGroupedMatmul, kGroupedMatmulWgrad, kAdd, kEmbeddingFwd, kEmbeddingBwd, kRmsnormFwd,
     kRmsnormBwd, kRope, kAttentionFwd, kAttentionBwd, kSwigluFwd, kSwigluBwd, kRouterFwd, kRouterBwd,
     kMoeAuxLoss, kRouterBiasUpdate, kMoePlan, kMoeDispatch, kMoeDispatchBwd, kMoeCombine,
     kMoeCombineBwd, kCrossEntropy, kSumSquares, kAdamw, kAdamwCopy, kNumOps
   };
-  // The name of each forwarded method; name and device_name are forwarded
-  // but not timed (they do no device work).
+  // The name of each forwarded method; name, device_name and
+  // device_memory_in_use are forwarded but not timed (they do no device work).
   static const std::array<const char*, kNumOps>& op_names();
 
   struct Row {
@@ -58,6 +58,7 @@ class TimedBackend final : public Backend {
   // ---- Backend: forwarded to inner -------------------------------------------
   const char* name() const override { return inner_.name(); }
   std::string device_name() const override { return inner_.device_name(); }
+  int64_t device_memory_in_use() const override { return inner_.device_memory_in_use(); }
 
   void* alloc(size_t bytes) override;
   void free(void* p) override;

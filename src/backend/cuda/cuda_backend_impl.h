@@ -48,6 +48,7 @@ class CudaBackend final : public Backend {
 
   const char* name() const override;
   std::string device_name() const override;
+  int64_t device_memory_in_use() const override;
 
   void* alloc(size_t bytes) override;
   void free(void* p) override;

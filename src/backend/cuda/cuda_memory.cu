@@ -85,6 +85,12 @@ CudaBackend::~CudaBackend() {
 
 const char* CudaBackend::name() const { return "cuda"; }
 
+int64_t CudaBackend::device_memory_in_use() const {
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) return -1;
+  return static_cast<int64_t>(total_b - free_b);
+}
+
 std::string CudaBackend::device_name() const {
   int dev = 0;
   cudaDeviceProp prop{};
