@@ -60,7 +60,10 @@ struct ModelOptions {
 
 struct MemoryPlan {
   size_t params = 0, compute_weights = 0, grads = 0, optimizer = 0, buffers = 0, activations = 0, workspace = 0;
-  size_t total() const { return params + compute_weights + grads + optimizer + buffers + activations + workspace; }
+  size_t backend_scratch = 0;  // kept by the backend for cross-entropy and attention
+  size_t total() const {
+    return params + compute_weights + grads + optimizer + buffers + activations + workspace + backend_scratch;
+  }
   std::string str() const;
 };
 

@@ -1,4 +1,5 @@
 // Model construction: feature checks, parameter registration and the memory plan.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -42,6 +43,7 @@ std::string MemoryPlan::str() const {
   row("buffers      ", buffers);
   row("activations  ", activations);
   row("workspace    ", workspace);
+  if (backend_scratch) row("backend scratch", backend_scratch);
   row("total        ", total());
   return s;
 }
@@ -278,6 +280,11 @@ MemoryPlan Model::memory_plan() const {
   m.activations = acts_.bytes();
   m.workspace = work_.bytes();
   m.grads += leaves_.bytes();
+  const int64_t rows = opt_.micro_batch * opt_.seq_len;
+  const int64_t ce = backend_.cross_entropy_scratch_bytes(rows, opt_.ce_chunk_rows, shape_.vocab, opt_.act_dtype());
+  const int64_t attn = backend_.attention_scratch_bytes(opt_.micro_batch, opt_.seq_len, shape_.n_heads,
+                                                        shape_.head_dim, opt_.act_dtype());
+  m.backend_scratch = static_cast<size_t>(std::max<int64_t>(ce, 0) + std::max<int64_t>(attn, 0));
   return m;
 }
 

@@ -54,6 +54,17 @@ class Backend {
   // context and libraries' own allocations included), or -1 where the
   // backend cannot tell (CPU). Differences measure what a run allocated.
   virtual int64_t device_memory_in_use() const { return -1; }
+  // Device scratch the backend grows to and keeps for these ops at these sizes
+  // (for the memory plan); 0 where it holds none. Cross-entropy with gradients
+  // over `rows` rows; attention forward and backward.
+  virtual int64_t cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
+                                              DType act) const {
+    return 0;
+  }
+  virtual int64_t attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads,
+                                          int64_t head_dim, DType act) const {
+    return 0;
+  }
 
   // ---- memory -------------------------------------------------------------
   virtual void* alloc(size_t bytes) = 0;  // 256-byte aligned

@@ -26,14 +26,14 @@ class TimedBackend final : public Backend {
   // Every virtual method of Backend, in header order. The names are the keys
   // of the table (and of kOpNames below).
   enum Op : int {
-    kName, kDeviceName, kDeviceMemoryInUse, kAlloc, kFree, kCopyFromHost, kCopyToHost, kCopy, kFill, kConvert, kSynchronize,
+    kName, kDeviceName, kDeviceMemoryInUse, kCrossEntropyScratchBytes, kAttentionScratchBytes, kAlloc, kFree, kCopyFromHost, kCopyToHost, kCopy, kFill, kConvert, kSynchronize,
     kMatmul, kGroupedMatmul, kGroupedMatmulWgrad, kAdd, kEmbeddingFwd, kEmbeddingBwd, kRmsnormFwd,
     kRmsnormBwd, kRope, kAttentionFwd, kAttentionBwd, kSwigluFwd, kSwigluBwd, kRouterFwd, kRouterBwd,
     kMoeAuxLoss, kRouterBiasUpdate, kMoePlan, kMoeDispatch, kMoeDispatchBwd, kMoeCombine,
     kMoeCombineBwd, kCrossEntropy, kSumSquares, kAdamw, kAdamwCopy, kNumOps
   };
-  // The name of each forwarded method; name, device_name and
-  // device_memory_in_use are forwarded but not timed (they do no device work).
+  // The name of each forwarded method; name, device_name, device_memory_in_use
+  // and the *_scratch_bytes queries are forwarded but not timed (no device work).
   static const std::array<const char*, kNumOps>& op_names();
 
   struct Row {
@@ -59,6 +59,14 @@ class TimedBackend final : public Backend {
   const char* name() const override { return inner_.name(); }
   std::string device_name() const override { return inner_.device_name(); }
   int64_t device_memory_in_use() const override { return inner_.device_memory_in_use(); }
+  int64_t cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
+                                      DType act) const override {
+    return inner_.cross_entropy_scratch_bytes(rows, chunk_rows, vocab, act);
+  }
+  int64_t attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim,
+                                  DType act) const override {
+    return inner_.attention_scratch_bytes(batch, seq_len, heads, head_dim, act);
+  }
 
   void* alloc(size_t bytes) override;
   void free(void* p) override;

@@ -208,6 +208,16 @@ void launch_bwd(const char* op, cudaStream_t stream, const QkvLayout& L, const T
 
 }  // namespace
 
+// BF16 on cuDNN: its deterministic backward's workspace, B*H*T*T BF16 values
+// at these shapes (cuda_cudnn_attention.cpp); otherwise the kernels' delta
+// (one float per row and head).
+int64_t CudaBackend::attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads,
+                                             int64_t head_dim, DType act) const {
+  if (act == DType::BF16 && cudnn_attention_selected("attention_bwd", head_dim))
+    return batch * heads * seq_len * seq_len * 2;
+  return batch * seq_len * heads * 4;
+}
+
 void CudaBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Tensor& out,
                                 const Tensor& lse, int seq_len, double scale,
                                 const Tensor& dqkv) {

@@ -122,6 +122,16 @@ __global__ void ce_sum_kernel(const double* row_loss, int64_t N, double* loss_su
 
 }  // namespace
 
+// The scratch cross_entropy grows below: F32 logits of one chunk, their
+// gradient in the activation dtype (F32 reuses the logits), a loss per row.
+int64_t CudaBackend::cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
+                                                 DType act) const {
+  const int64_t chunk = std::max<int64_t>(std::min(chunk_rows, rows), 0);
+  int64_t bytes = chunk * vocab * 4 + rows * 8;
+  if (act != DType::F32) bytes += chunk * vocab * static_cast<int64_t>(dtype_size(act));
+  return bytes;
+}
+
 void CudaBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& targets,
                                 int64_t ignore_index, double grad_scale, int64_t chunk_rows,
                                 const Tensor& loss_sum, const Tensor& dh, const Tensor& dW) {
