@@ -13,7 +13,9 @@
 //   the CUDA error. Bad values found on the device (token or expert id out of
 //   range, ...) set a device error flag; the next synchronize() or
 //   copy_to_host() throws the first one.
-// - Determinism: no floating-point atomics; reductions have a fixed shape;
+// - Determinism: no order-dependent floating-point atomics (the grouped GEMM's
+//   weight gradient adds each element once per launch with red.add); reductions
+//   have a fixed shape;
 //   cuBLAS runs with a fixed workspace, atomics off, and pedantic fp32 (no TF32)
 //   for F32 GEMMs; BF16 GEMMs use tensor cores with fp32 accumulation.
 // - Mixed precision (ops/backend.h): activations and their workspace gradients
