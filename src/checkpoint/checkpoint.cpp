@@ -302,7 +302,7 @@ std::optional<std::string> find_latest_checkpoint(const std::string& checkpoint_
   return all.back().second;
 }
 
-CheckpointState read_checkpoint_state(const std::string& ckpt_dir) {
+CheckpointState read_checkpoint_state(const std::string& ckpt_dir, bool weights_only) {
   json j;
   try {
     j = json::parse(fs::read_file(ckpt_dir + "/state.json"));
@@ -324,7 +324,10 @@ CheckpointState read_checkpoint_state(const std::string& ckpt_dir) {
     st.fingerprint = j.at("fingerprint").get<std::string>();
     st.fingerprint_json = j.at("fingerprint_config").dump();
     st.config_json = j.at("config").dump();
+    NMOE_CHECK(!weights_only || j.at("files").contains("model.safetensors"), "checkpoint '", ckpt_dir,
+               "': state.json lists no model.safetensors");
     for (const auto& [file, sum] : j.at("files").items()) {
+      if (weights_only && file != "model.safetensors") continue;
       std::string actual = sha256_file_hex(ckpt_dir + "/" + file);
       NMOE_CHECK(actual == sum.get<std::string>(), "checkpoint '", ckpt_dir, "': ", file,
                  " is corrupted (SHA-256 ", actual, ", expected ", sum.get<std::string>(), ")");

@@ -48,7 +48,9 @@ std::string save_checkpoint(const std::string& checkpoint_dir, const CheckpointS
 std::optional<std::string> find_latest_checkpoint(const std::string& checkpoint_dir);
 
 // Reads state.json and verifies the files' checksums (throws Error on corruption).
-CheckpointState read_checkpoint_state(const std::string& ckpt_dir);
+// weights_only: verify model.safetensors alone (evaluation needs no optimizer
+// state, so a checkpoint whose optimizer file was removed still evaluates).
+CheckpointState read_checkpoint_state(const std::string& ckpt_dir, bool weights_only = false);
 
 // Loads weights, router biases and moments into the model after checking that
 // the checkpoint's config fingerprint matches cfg (the error names every key

@@ -30,7 +30,7 @@ std::string resolve_step_dir(const std::string& path) {
 CheckpointEval eval_checkpoint_core(const std::string& checkpoint, const CheckpointEvalOptions& opt) {
   CheckpointEval ev;
   ev.checkpoint = resolve_step_dir(checkpoint);
-  const CheckpointState st = read_checkpoint_state(ev.checkpoint);
+  const CheckpointState st = read_checkpoint_state(ev.checkpoint, /*weights_only=*/true);
   ev.run_id = st.run_id;
   ev.step = st.step;
   const Config cfg = config_from_json(st.config_json, ev.checkpoint + "/state.json", opt.overrides);
