@@ -77,6 +77,14 @@ inline HostTensor down(const DevTensor& d) {
 }
 inline HostTensor down(const Arg& a) { return down(*a.d); }
 
+// BF16 device copy of an F32 host tensor whose values are bf16-exact.
+inline std::unique_ptr<DevTensor> to_bf16(const HostTensor& h) {
+  auto d = std::make_unique<DevTensor>(BF, h.t().shape);
+  DevTensor tmp(h);
+  gpu().convert(*d, tmp);
+  return d;
+}
+
 #define EXPECT_ARG(arg, tol) NMOE_EXPECT_CLOSE(down(arg), (arg).h, (tol)) << #arg << " "
 
 }  // namespace nmoe::gputest

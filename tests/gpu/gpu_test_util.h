@@ -5,11 +5,16 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -150,5 +155,36 @@ inline HostTensor random_ids(Shape shape, int32_t lo, int32_t hi, std::mt19937_6
 }
 
 inline HostTensor scalar(double v) { return filled(DType::F64, Shape{1}, v); }
+
+// Mean milliseconds per call of op over iters calls, after one warm-up call
+// (which also builds cached plans), with the device synchronized around them.
+inline double mean_ms(const std::function<void()>& op, int iters) {
+  op();
+  gpu().synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) op();
+  gpu().synchronize();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters;
+}
+
+// Sets an environment variable (the backends' NMOE_* switches) for a scope and
+// restores its previous value, or its absence, after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_) setenv(name_.c_str(), old_->c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
 
 }  // namespace nmoe::gputest

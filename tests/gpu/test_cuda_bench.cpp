@@ -2,7 +2,6 @@
 // 64, 64 experts top-6 of width 384, vocab 50304, 8 x 2048 tokens), F32, and
 // one whole-model forward_backward. Disabled by default; run with
 //   nmoe_gpu_tests --gtest_also_run_disabled_tests --gtest_filter='CudaBench.*'
-#include <chrono>
 #include <cstdio>
 #include <functional>
 
@@ -15,16 +14,7 @@ namespace {
 
 constexpr DType F = DType::F32;
 
-// Mean milliseconds per call after one warm-up call.
-double time_ms(const std::function<void()>& op, int iters = 5) {
-  op();
-  gpu().synchronize();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) op();
-  gpu().synchronize();
-  const std::chrono::duration<double, std::milli> dt = std::chrono::steady_clock::now() - t0;
-  return dt.count() / iters;
-}
+double time_ms(const std::function<void()>& op, int iters = 5) { return mean_ms(op, iters); }
 
 // gb: gigabytes moved, gflop: billions of floating-point operations per call.
 void report(const char* name, double ms, double gb = 0, double gflop = 0) {

@@ -305,8 +305,11 @@ void expect_paths(const std::string& what, std::initializer_list<const Twin*> ar
   for (const Twin* a : args) a->reset(0);
   op(0);
   size_t i = 0;
-  for (const Twin* a : args)
-    if (a->out) NMOE_EXPECT_SAME(raw((*a)[0]), first[i++]) << what << ": rerun";
+  for (const Twin* a : args) {
+    if (a->out) {
+      NMOE_EXPECT_SAME(raw((*a)[0]), first[i++]) << what << ": rerun";
+    }
+  }
 }
 
 double tol_of(DType out, DType in) {

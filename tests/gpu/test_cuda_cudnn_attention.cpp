@@ -4,7 +4,6 @@
 // T = 1; bit-identical reruns; and a disabled timing of cuDNN and the flash
 // kernels at B=16, T=2048, H=12, Dh=64:
 //   nmoe_gpu_tests --gtest_also_run_disabled_tests --gtest_filter='CudaCudnnAttention.*'
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -15,13 +14,12 @@
 
 #include "backend/cuda/cuda_cudnn_attention.h"
 #include "core/error.h"
+#include "bf16_test_util.h"
 #include "gpu_test_util.h"
 
 namespace nmoe::gputest {
 namespace {
 
-constexpr DType F = DType::F32;
-constexpr DType BF = DType::BF16;
 
 #define NMOE_SKIP_WITHOUT_CUDNN()                                                          \
   do {                                                                                     \
@@ -29,50 +27,7 @@ constexpr DType BF = DType::BF16;
     if (!::nmoe::cuda::cudnn_attention_built()) GTEST_SKIP() << "built without cuDNN";     \
   } while (0)
 
-HostTensor rounded_bf16(HostTensor h) {
-  for (int64_t i = 0; i < h.numel(); ++i) {
-    float v = h.t().ptr<float>()[i];
-    uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000u;
-    std::memcpy(&v, &bits, 4);
-    h.t().ptr<float>()[i] = v;
-  }
-  return h;
-}
 
-// BF16 device copy of an F32 host tensor whose values are bf16-exact.
-std::unique_ptr<DevTensor> to_bf16(const HostTensor& h) {
-  auto d = std::make_unique<DevTensor>(BF, h.t().shape);
-  DevTensor tmp(h);
-  gpu().convert(*d, tmp);
-  return d;
-}
-
-HostTensor to_host_f32(const DevTensor& d) {
-  if (d.t().dtype != BF) return d.download();
-  DevTensor f(F, d.t().shape);
-  gpu().convert(f, d);
-  return f.download();
-}
-
-// Sets NMOE_ATTN for this scope and restores it after.
-class AttnImpl {
- public:
-  explicit AttnImpl(const char* impl) {
-    if (const char* old = std::getenv("NMOE_ATTN")) old_ = old;
-    setenv("NMOE_ATTN", impl, 1);
-  }
-  ~AttnImpl() {
-    if (old_) setenv("NMOE_ATTN", old_->c_str(), 1);
-    else unsetenv("NMOE_ATTN");
-  }
-  AttnImpl(const AttnImpl&) = delete;
-  AttnImpl& operator=(const AttnImpl&) = delete;
-
- private:
-  std::optional<std::string> old_;
-};
 
 struct Case {
   int64_t B;
@@ -87,7 +42,7 @@ std::string name(const Case& c) {
 
 TEST(CudaCudnnAttention, MatchesCpu) {
   NMOE_SKIP_WITHOUT_CUDNN();
-  AttnImpl cudnn("cudnn");
+  ScopedEnv cudnn("NMOE_ATTN", "cudnn");
   std::mt19937_64 rng(2025);
   for (const int64_t Dh : {64, 128}) {
     for (const int T : {1, 17, 128, 300, 2048}) {
@@ -95,7 +50,7 @@ TEST(CudaCudnnAttention, MatchesCpu) {
         const Case c{B, T, T >= 2048 ? 2 : 3, Dh};
         const int64_t N = c.B * c.T;
         const double scale = 1.0 / std::sqrt(static_cast<double>(c.Dh));
-        HostTensor qkv = rounded_bf16(uniform(F, Shape{N, 3, c.H, c.Dh}, rng, -2, 2));
+        HostTensor qkv = rounded(uniform(F, Shape{N, 3, c.H, c.Dh}, rng, -2, 2));
         HostTensor o(F, Shape{N, c.H * c.Dh}), lse(F, Shape{c.B, c.H, c.T});
         cpu().attention_fwd(qkv, c.T, scale, o, lse);
         auto d_qkv = to_bf16(qkv);
@@ -108,12 +63,12 @@ TEST(CudaCudnnAttention, MatchesCpu) {
         if (c.T > 1) {
           EXPECT_TRUE(fwd_cudnn) << "forward did not run on cuDNN: " << name(c);
         }
-        NMOE_EXPECT_CLOSE(to_host_f32(d_o), o, 1e-2) << name(c);
+        NMOE_EXPECT_CLOSE(down(d_o), o, 1e-2) << name(c);
         NMOE_EXPECT_CLOSE(d_lse.download(), lse, 1e-3) << name(c);
 
         // Backward from the reference out (rounded to bf16) and lse, as both sides see them.
-        HostTensor o_in = rounded_bf16(o);
-        HostTensor g = rounded_bf16(uniform(F, Shape{N, c.H * c.Dh}, rng));
+        HostTensor o_in = rounded(o);
+        HostTensor g = rounded(uniform(F, Shape{N, c.H * c.Dh}, rng));
         HostTensor dqkv(F, Shape{N, 3, c.H, c.Dh});
         cpu().attention_bwd(g, qkv, o_in, lse, c.T, scale, dqkv);
         auto d_oin = to_bf16(o_in), d_g = to_bf16(g);
@@ -125,7 +80,7 @@ TEST(CudaCudnnAttention, MatchesCpu) {
         if (c.T > 1) {
           EXPECT_TRUE(bwd_cudnn) << "backward did not run on cuDNN: " << name(c);
         }
-        NMOE_EXPECT_CLOSE(to_host_f32(d_dqkv), dqkv, 1e-2) << name(c);
+        NMOE_EXPECT_CLOSE(down(d_dqkv), dqkv, 1e-2) << name(c);
         if (c.T == 1)
           std::printf("[info] %s: forward on %s, backward on %s\n", name(c).c_str(),
                       fwd_cudnn ? "cuDNN" : "the fallback", bwd_cudnn ? "cuDNN" : "the fallback");
@@ -138,13 +93,13 @@ TEST(CudaCudnnAttention, MatchesCpu) {
 // when run again on the same inputs.
 TEST(CudaCudnnAttention, Deterministic) {
   NMOE_SKIP_WITHOUT_CUDNN();
-  AttnImpl cudnn("cudnn");
+  ScopedEnv cudnn("NMOE_ATTN", "cudnn");
   std::mt19937_64 rng(8);
   for (const Case& c : {Case{2, 300, 3, 64}, Case{1, 2048, 2, 128}, Case{4, 1024, 4, 64}}) {
     const int64_t N = c.B * c.T;
     const double scale = 1.0 / std::sqrt(static_cast<double>(c.Dh));
-    auto qkv = to_bf16(rounded_bf16(uniform(F, Shape{N, 3, c.H, c.Dh}, rng, -2, 2)));
-    auto g = to_bf16(rounded_bf16(uniform(F, Shape{N, c.H * c.Dh}, rng)));
+    auto qkv = to_bf16(rounded(uniform(F, Shape{N, 3, c.H, c.Dh}, rng, -2, 2)));
+    auto g = to_bf16(rounded(uniform(F, Shape{N, c.H * c.Dh}, rng)));
     HostTensor first[3];
     for (int run = 0; run < 3; ++run) {
       DevTensor o(BF, Shape{N, c.H * c.Dh}), lse(F, Shape{c.B, c.H, c.T});
@@ -169,7 +124,7 @@ TEST(CudaCudnnAttention, Deterministic) {
 
 TEST(CudaCudnnAttention, RejectsUnknownImplementation) {
   NMOE_SKIP_WITHOUT_CUDA();
-  AttnImpl bogus("fastest");
+  ScopedEnv bogus("NMOE_ATTN", "fastest");
   const int64_t T = 4, H = 1, Dh = 64;
   DevTensor qkv(BF, Shape{T, 3, H, Dh}), o(BF, Shape{T, H * Dh}), lse(F, Shape{1, H, T});
   gpu().fill(qkv, 0.5);
@@ -180,23 +135,14 @@ TEST(CudaCudnnAttention, DISABLED_Bench) {
   NMOE_SKIP_WITHOUT_CUDA();
   const int64_t B = 16, T = 2048, H = 12, Dh = 64, N = B * T;
   std::mt19937_64 rng(3);
-  auto qkv = to_bf16(rounded_bf16(uniform(F, Shape{N, 3, H, Dh}, rng, -2, 2)));
-  auto g = to_bf16(rounded_bf16(uniform(F, Shape{N, H * Dh}, rng)));
+  auto qkv = to_bf16(rounded(uniform(F, Shape{N, 3, H, Dh}, rng, -2, 2)));
+  auto g = to_bf16(rounded(uniform(F, Shape{N, H * Dh}, rng)));
   DevTensor o(BF, Shape{N, H * Dh}), lse(F, Shape{B, H, T}), dqkv(BF, Shape{N, 3, H, Dh});
   const double scale = 0.125;
-  auto time_ms = [&](const std::function<void()>& op) {
-    op();  // builds the graph / warms up
-    gpu().synchronize();
-    const int iters = 20;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < iters; ++i) op();
-    gpu().synchronize();
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
-           iters;
-  };
+  auto time_ms = [](const std::function<void()>& op) { return mean_ms(op, 20); };
   const double fwd_gflop = 4.0 * B * H * T * T / 2 * Dh * 1e-9;
   for (const char* impl : {"cudnn", "flash"}) {
-    AttnImpl use(impl);
+    ScopedEnv use("NMOE_ATTN", impl);
     const int64_t runs = cuda::cudnn_attention_runs(false) + cuda::cudnn_attention_runs(true);
     const double fwd = time_ms([&] { gpu().attention_fwd(*qkv, int(T), scale, o, lse); });
     const double bwd = time_ms([&] { gpu().attention_bwd(*g, *qkv, o, lse, int(T), scale, dqkv); });

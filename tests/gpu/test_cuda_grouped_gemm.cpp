@@ -6,7 +6,7 @@
 // widths that are not multiples of the 128-wide tiles. Outputs start poisoned
 // (NaN never passes); reruns are bit-identical; bad offsets are reported.
 #include <algorithm>
-#include <chrono>
+#include <functional>
 #include <cstdlib>
 #include <cstdio>
 #include <numeric>
@@ -153,15 +153,7 @@ TEST(CudaGroupedGemm, DISABLED_BenchSuperShapes) {
     f.upload(uniform(F, t->t().shape, rng));
     gpu().convert(*t, f);
   }
-  auto time_ms = [&](auto&& op) {
-    op();
-    gpu().synchronize();
-    const int iters = 10;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < iters; ++i) op();
-    gpu().synchronize();
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / iters;
-  };
+  auto time_ms = [](const std::function<void()>& op) { return mean_ms(op, 10); };
   const char* impl = std::getenv("NMOE_GROUPED_GEMM") ? std::getenv("NMOE_GROUPED_GEMM") : "auto";
   auto report = [&](const char* name, double ms, int64_t n, int64_t k) {
     const double tflops = 2.0 * M * n * k / (ms * 1e9);

@@ -4,7 +4,6 @@
 // read and write at least, over its time. A device-to-device copy of 1 GiB
 // gives the ceiling. Disabled by default; run with
 //   nmoe_gpu_tests --gtest_also_run_disabled_tests --gtest_filter='CudaMemoryBoundBench.*'
-#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <utility>
@@ -18,16 +17,6 @@ namespace {
 constexpr DType F = DType::F32;
 constexpr DType BF = DType::BF16;
 
-// Mean milliseconds per call after one warm-up call.
-double time_ms(const std::function<void()>& op, int iters) {
-  op();
-  gpu().synchronize();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) op();
-  gpu().synchronize();
-  const std::chrono::duration<double, std::milli> dt = std::chrono::steady_clock::now() - t0;
-  return dt.count() / iters;
-}
 
 // bytes: the least an op must read plus write; ceiling: the copy's GB/s.
 double report(const char* name, double ms, double bytes, double ceiling = 0) {
@@ -52,7 +41,7 @@ TEST(CudaMemoryBoundBench, DISABLED_SuperShapes) {
   {
     DevTensor a(DType::U8, Shape{copy_bytes}), b(DType::U8, Shape{copy_bytes});
     gpu().fill(a, 1);
-    ceiling = report("copy 1 GiB (D2D memcpy)", time_ms([&] { gpu().copy(b, a); }, 10),
+    ceiling = report("copy 1 GiB (D2D memcpy)", mean_ms([&] { gpu().copy(b, a); }, 10),
                      2.0 * copy_bytes);
   }
 
@@ -81,35 +70,35 @@ TEST(CudaMemoryBoundBench, DISABLED_SuperShapes) {
   const double act = N * D * b2, rows = M * D * b2, pos_b = M * 4.0, gate_b = M * b4;
 
   std::printf(" MoE permutation\n");
-  report("moe_dispatch", time_ms([&] { gpu().moe_dispatch(x, dpos, int(K), xe); }, 20),
+  report("moe_dispatch", mean_ms([&] { gpu().moe_dispatch(x, dpos, int(K), xe); }, 20),
          act + rows + pos_b, ceiling);
-  report("moe_dispatch_bwd", time_ms([&] { gpu().moe_dispatch_bwd(xe, dpos, int(K), y); }, 20),
+  report("moe_dispatch_bwd", mean_ms([&] { gpu().moe_dispatch_bwd(xe, dpos, int(K), y); }, 20),
          rows + 2 * act + pos_b, ceiling);
-  report("moe_combine", time_ms([&] { gpu().moe_combine(ye, dpos, gates, y); }, 20),
+  report("moe_combine", mean_ms([&] { gpu().moe_combine(ye, dpos, gates, y); }, 20),
          rows + 2 * act + pos_b + gate_b, ceiling);
   report("moe_combine_bwd",
-         time_ms([&] { gpu().moe_combine_bwd(g, ye, dpos, gates, xe, dgates); }, 20),
+         mean_ms([&] { gpu().moe_combine_bwd(g, ye, dpos, gates, xe, dgates); }, 20),
          act + 2 * rows + pos_b + 2 * gate_b, ceiling);
 
   std::printf(" SwiGLU (M = N*K rows)\n");
   {
     DevTensor h13(BF, Shape{M, 2 * Fe}), a(BF, Shape{M, Fe}), dh13(BF, Shape{M, 2 * Fe});
     for (const DevTensor* t : {&h13, &a}) gpu().fill(*t, 0.01);
-    report("swiglu_fwd", time_ms([&] { gpu().swiglu_fwd(h13, a); }, 20), M * 3 * Fe * b2, ceiling);
-    report("swiglu_bwd", time_ms([&] { gpu().swiglu_bwd(a, h13, dh13); }, 20), M * 5 * Fe * b2,
+    report("swiglu_fwd", mean_ms([&] { gpu().swiglu_fwd(h13, a); }, 20), M * 3 * Fe * b2, ceiling);
+    report("swiglu_bwd", mean_ms([&] { gpu().swiglu_bwd(a, h13, dh13); }, 20), M * 5 * Fe * b2,
            ceiling);
   }
 
   std::printf(" RMSNorm, RoPE\n");
-  report("rmsnorm_fwd", time_ms([&] { gpu().rmsnorm_fwd(x, w, 1e-6, y, rstd); }, 20),
+  report("rmsnorm_fwd", mean_ms([&] { gpu().rmsnorm_fwd(x, w, 1e-6, y, rstd); }, 20),
          2 * act + D * b2 + N * b4, ceiling);
   gpu().fill(rstd, 1.0);
-  report("rmsnorm_bwd", time_ms([&] { gpu().rmsnorm_bwd(g, x, w, rstd, y, dw); }, 20),
+  report("rmsnorm_bwd", mean_ms([&] { gpu().rmsnorm_bwd(g, x, w, rstd, y, dw); }, 20),
          4 * act + D * b2 + N * b4 + 2 * D * b4, ceiling);
   {
     DevTensor qkv(BF, Shape{N, 3, H, Dh}), cs(F, Shape{T, Dh / 2}), sn(F, Shape{T, Dh / 2});
     for (const DevTensor* t : {&qkv, &cs, &sn}) gpu().fill(*t, 0.5);
-    report("rope (q and k in place)", time_ms([&] { gpu().rope(qkv, cs, sn, int(T), false); }, 20),
+    report("rope (q and k in place)", mean_ms([&] { gpu().rope(qkv, cs, sn, int(T), false); }, 20),
            2.0 * N * 2 * H * Dh * b2 + 2.0 * T * (Dh / 2) * b4, ceiling);
   }
 
@@ -118,12 +107,12 @@ TEST(CudaMemoryBoundBench, DISABLED_SuperShapes) {
   const int64_t P = int64_t(512) << 20;
   {
     DevTensor p32(F, Shape{P}), p16(BF, Shape{P});
-    report("fill F32 zero (memset)", time_ms([&] { gpu().fill(p32, 0); }, 5), P * b4, ceiling);
-    report("fill F32 value", time_ms([&] { gpu().fill(p32, 0.25); }, 5), P * b4, ceiling);
-    report("fill BF16 value", time_ms([&] { gpu().fill(p16, 0.25); }, 5), P * b2, ceiling);
-    report("convert F32 -> BF16", time_ms([&] { gpu().convert(p16, p32); }, 5), P * (b4 + b2),
+    report("fill F32 zero (memset)", mean_ms([&] { gpu().fill(p32, 0); }, 5), P * b4, ceiling);
+    report("fill F32 value", mean_ms([&] { gpu().fill(p32, 0.25); }, 5), P * b4, ceiling);
+    report("fill BF16 value", mean_ms([&] { gpu().fill(p16, 0.25); }, 5), P * b2, ceiling);
+    report("convert F32 -> BF16", mean_ms([&] { gpu().convert(p16, p32); }, 5), P * (b4 + b2),
            ceiling);
-    report("convert BF16 -> F32", time_ms([&] { gpu().convert(p32, p16); }, 5), P * (b4 + b2),
+    report("convert BF16 -> F32", mean_ms([&] { gpu().convert(p32, p16); }, 5), P * (b4 + b2),
            ceiling);
   }
   {
@@ -131,14 +120,14 @@ TEST(CudaMemoryBoundBench, DISABLED_SuperShapes) {
     DevTensor nsq(DType::F64, Shape{1});
     for (const DevTensor* t : {&pw, &pg, &pm, &pv}) gpu().fill(*t, 0.01);
     gpu().fill(nsq, 0);
-    report("sum_squares", time_ms([&] { gpu().sum_squares(pg, nsq); }, 5), P * b4, ceiling);
+    report("sum_squares", mean_ms([&] { gpu().sum_squares(pg, nsq); }, 5), P * b4, ceiling);
     AdamWParams ap;
     ap.lr = 1e-3;
     ap.max_norm = 1;
-    report("adamw", time_ms([&] { gpu().adamw(pw, pg, pm, pv, ap, nsq); }, 5), P * 28.0, ceiling);
+    report("adamw", mean_ms([&] { gpu().adamw(pw, pg, pm, pv, ap, nsq); }, 5), P * 28.0, ceiling);
     // With the bf16 compute copy written in the same pass (in place of adamw + convert).
     report("adamw_copy (+ BF16 copy)",
-           time_ms([&] { gpu().adamw_copy(pw, pg, pm, pv, ap, nsq, pc); }, 5), P * 30.0, ceiling);
+           mean_ms([&] { gpu().adamw_copy(pw, pg, pm, pv, ap, nsq, pc); }, 5), P * 30.0, ceiling);
   }
 }
 

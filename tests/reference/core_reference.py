@@ -27,32 +27,12 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import make_core_prompt_fixture as prompts  # noqa: E402
-from torch_parity import attention, read_safetensors, rmsnorm, rope_tables, swiglu_mlp  # noqa: E402
-
-
-def moe_forward(x, p, bias, pre, cfg):
-    # torch_parity.moe also returns aux statistics; only the output matters here.
-    from torch_parity import moe
-    y, _, _ = moe(x, p, bias, pre, cfg)
-    return y
+from torch_parity import forward, read_safetensors  # noqa: E402
 
 
 def hidden_states(tokens, p, biases, cfg):
-    T = len(tokens)
-    L = cfg["n_layers"]
-    n_dense = cfg.get("n_dense_layers", 1) if cfg.get("n_routed_experts", 0) else L
-    cos, sin = rope_tables(T, cfg["dim"] // cfg["n_heads"], cfg.get("rope_theta", 50000.0))
-    eps = cfg.get("rms_norm_eps", 1e-5)
-    x = p["embedding.weight"][torch.tensor([tokens])]
-    for l in range(L):
-        pre = f"layers.{l}."
-        x = x + attention(rmsnorm(x, p[pre + "attn_norm.weight"], eps), p, pre, cfg, cos, sin)
-        h = rmsnorm(x, p[pre + "ffn_norm.weight"], eps)
-        if l < n_dense:
-            x = x + swiglu_mlp(h, p[pre + "mlp.w13.weight"], p[pre + "mlp.w2.weight"])
-        else:
-            x = x + moe_forward(h, p, biases[pre + "moe.router.bias"], pre, cfg)
-    return rmsnorm(x, p["norm.weight"], eps)[0]
+    """Final-norm hidden states [T, D] of one token sequence."""
+    return forward(torch.tensor([tokens]), p, biases, cfg)[0][0]
 
 
 def main():

@@ -119,22 +119,14 @@ def moe(x, p, bias, pre, cfg):
     return out.view(B, T, D), idx, aux
 
 
-def main():
-    d = sys.argv[1] if len(sys.argv) > 1 else "tests/reference/fixtures"
-    arrays, meta = read_safetensors(f"{d}/parity_inputs.safetensors")
-    cfg = tomllib.loads(meta["config_toml"])
-    torch.set_default_dtype(torch.float64)
-    p = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()
-         if not k.startswith("batch.") and not k.endswith("router.bias")}
-    biases = {k: torch.tensor(v) for k, v in arrays.items() if k.endswith("router.bias")}
-    tokens = torch.tensor(arrays["batch.tokens"], dtype=torch.long)
-    targets = torch.tensor(arrays["batch.targets"], dtype=torch.long)
-    B, T = tokens.shape
+def forward(tokens, p, biases, cfg):
+    """The model on tokens [B, T] (long): final-norm hidden states [B, T, D], the
+    MoE layers' aux losses and their expert choices (int32 arrays by layer)."""
+    T = tokens.shape[1]
     L = cfg["n_layers"]
     n_dense = cfg.get("n_dense_layers", 1) if cfg.get("n_routed_experts", 0) else L
     cos, sin = rope_tables(T, cfg["dim"] // cfg["n_heads"], cfg.get("rope_theta", 50000.0))
     eps = cfg.get("rms_norm_eps", 1e-5)
-
     x = p["embedding.weight"][tokens]
     auxes, idxs = [], {}
     for l in range(L):
@@ -148,7 +140,21 @@ def main():
             x = x + y
             auxes.append(aux)
             idxs[f"idx/layers.{l}"] = idx.to(torch.int32).numpy()
-    logits = rmsnorm(x, p["norm.weight"], eps) @ p["lm_head.weight"].T
+    return rmsnorm(x, p["norm.weight"], eps), auxes, idxs
+
+
+def main():
+    d = sys.argv[1] if len(sys.argv) > 1 else "tests/reference/fixtures"
+    arrays, meta = read_safetensors(f"{d}/parity_inputs.safetensors")
+    cfg = tomllib.loads(meta["config_toml"])
+    torch.set_default_dtype(torch.float64)
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in arrays.items()
+         if not k.startswith("batch.") and not k.endswith("router.bias")}
+    biases = {k: torch.tensor(v) for k, v in arrays.items() if k.endswith("router.bias")}
+    tokens = torch.tensor(arrays["batch.tokens"], dtype=torch.long)
+    targets = torch.tensor(arrays["batch.targets"], dtype=torch.long)
+    h, auxes, idxs = forward(tokens, p, biases, cfg)
+    logits = h @ p["lm_head.weight"].T
     ignore = cfg["eos_token_id"] if cfg.get("loss_mask_eos", True) else -100
     ce = F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1), ignore_index=ignore)
     alpha = cfg.get("aux_loss_alpha", 0.0)

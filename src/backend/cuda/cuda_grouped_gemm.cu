@@ -138,30 +138,12 @@ __global__ void __launch_bounds__(kGemmThreads, 2) grouped_gemm_kernel(const Arg
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp >> 1, wn = warp & 1;
 
-  int expert;
-  int64_t m0, n0, m_end, k_begin, k_end;
+  TileWork w;
+  if (!tile_work<Wgrad, kBM, kBN, kGemmThreads>(p, w)) return;
+  const int expert = w.expert;
+  const int64_t m0 = w.m0, n0 = w.n0, m_end = w.m_end, k_begin = w.k_begin, k_end = w.k_end;
   const __nv_bfloat16 *A = p.A, *B = p.B;
-  if constexpr (Wgrad) {
-    expert = blockIdx.y;
-    const int tm = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
-    int e_unused;
-    int64_t r_unused;
-    if (blockIdx.x == 0 && blockIdx.y == 0) locate_tile<kBM, kGemmThreads>(p, -1, e_unused, r_unused);  // validates
-    k_begin = p.offsets[expert];
-    k_end = p.offsets[expert + 1];
-    if (k_begin < 0 || k_end > p.rows || k_end <= k_begin) return;  // empty or bad: C unchanged
-    m0 = static_cast<int64_t>(tm) * kBM;
-    n0 = static_cast<int64_t>(tn) * kBN;
-    m_end = p.M;
-  } else {
-    const int t = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
-    if (!locate_tile<kBM, kGemmThreads>(p, t, expert, m0)) return;
-    m_end = p.offsets[expert + 1];
-    n0 = static_cast<int64_t>(tn) * kBN;
-    k_begin = 0;
-    k_end = p.K;
-    B += expert * p.b_stride;
-  }
+  if constexpr (!Wgrad) B += expert * p.b_stride;
 
   const uint32_t base = smem_u32(smem);
   auto load_stage = [&](int stage, int64_t k0) {
@@ -207,7 +189,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) grouped_gemm_kernel(const Arg
   // Epilogue: thread holds (row g / g + 8, columns 2t, 2t + 1) of each m16n8 tile.
   const int g = lane >> 2, t4 = lane & 3;
   OutT* C = static_cast<OutT*>(p.C);
-  if constexpr (Wgrad) C += expert * p.c_stride;
+  if constexpr (Wgrad) C += w.expert * p.c_stride;
 #pragma unroll
   for (int mi = 0; mi < 4; ++mi) {
 #pragma unroll
@@ -227,15 +209,7 @@ __global__ void __launch_bounds__(kGemmThreads, 2) grouped_gemm_kernel(const Arg
 
 template <bool AK, bool BK, bool Wgrad, class OutT>
 void launch(cudaStream_t stream, const Args& p, dim3 grid, const char* op) {
-  auto kernel = grouped_gemm_kernel<AK, BK, Wgrad, OutT>;
-  static bool configured = false;  // per instantiation
-  if (!configured) {
-    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             kSmemBytes));
-    configured = true;
-  }
-  kernel<<<grid, kGemmThreads, kSmemBytes, stream>>>(p);
-  NMOE_CUDA_LAUNCHED(op);
+  launch_with_smem<grouped_gemm_kernel<AK, BK, Wgrad, OutT>>(stream, grid, kGemmThreads, kSmemBytes, op, p);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }

@@ -94,6 +94,40 @@ __device__ bool locate_tile(const GroupedGemmArgs& p, int t, int& expert, int64_
   return expert >= 0;
 }
 
+// The output tile a block computes and the range of K it streams.
+struct TileWork {
+  int expert;
+  int64_t m0, n0, m_end;  // first row and column; rows below m_end are stored
+  int64_t k_begin, k_end;
+};
+
+// Rows mode: the block's linear M tile (blockIdx.x / tiles_n) mapped to its
+// expert and rows. Wgrad: expert blockIdx.y, K over its segment; block (0, 0)
+// validates the whole offset array. False: no work (past the last tile, an
+// empty or bad segment: the output stays unchanged).
+template <bool Wgrad, int kBM, int kBN, int kThreads>
+__device__ bool tile_work(const GroupedGemmArgs& p, TileWork& w) {
+  const int t = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
+  w.n0 = static_cast<int64_t>(tn) * kBN;
+  if constexpr (Wgrad) {
+    w.expert = blockIdx.y;
+    int e_unused;
+    int64_t r_unused;
+    if (blockIdx.x == 0 && blockIdx.y == 0) locate_tile<kBM, kThreads>(p, -1, e_unused, r_unused);
+    w.k_begin = p.offsets[w.expert];
+    w.k_end = p.offsets[w.expert + 1];
+    if (w.k_begin < 0 || w.k_end > p.rows || w.k_end <= w.k_begin) return false;
+    w.m0 = static_cast<int64_t>(t) * kBM;
+    w.m_end = p.M;
+  } else {
+    if (!locate_tile<kBM, kThreads>(p, t, w.expert, w.m0)) return false;
+    w.m_end = p.offsets[w.expert + 1];
+    w.k_begin = 0;
+    w.k_end = p.K;
+  }
+  return true;
+}
+
 // Writes (or, for the weight gradient, adds to) two adjacent outputs. F32
 // accumulation is a fire-and-forget vector reduction in L2 (red.add): the
 // epilogue never waits for the old values. Each element receives exactly one
@@ -115,6 +149,20 @@ __device__ __forceinline__ void store_pair(OutT* c, float v0, float v1) {
     }
     *p = __floats2bfloat162_rn(v0, v1);
   }
+}
+
+// Launches Kernel with `smem` bytes of dynamic shared memory, raising that
+// kernel's limit once first.
+template <auto Kernel, class... KArgs>
+void launch_with_smem(cudaStream_t stream, dim3 grid, int threads, int smem, const char* op,
+                      const KArgs&... args) {
+  static const bool configured = [&] {
+    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    return true;
+  }();
+  (void)configured;
+  Kernel<<<grid, threads, smem, stream>>>(args...);
+  NMOE_CUDA_LAUNCHED(op);
 }
 
 }  // namespace nmoe::cuda::gg

@@ -102,29 +102,11 @@ __global__ void __maxnreg__(112)
   const GroupedGemmArgs& p = args.p;
   const int tid = threadIdx.x;
 
-  int expert;
-  int64_t m0, n0, m_end, k_begin, k_end, b_row0 = 0;
-  if constexpr (Wgrad) {
-    expert = blockIdx.y;
-    const int tm = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
-    int e_unused;
-    int64_t r_unused;
-    if (blockIdx.x == 0 && blockIdx.y == 0) locate_tile<kBM, kThreads>(p, -1, e_unused, r_unused);
-    k_begin = p.offsets[expert];
-    k_end = p.offsets[expert + 1];
-    if (k_begin < 0 || k_end > p.rows || k_end <= k_begin) return;  // empty or bad: C unchanged
-    m0 = static_cast<int64_t>(tm) * kBM;
-    n0 = static_cast<int64_t>(tn) * kBN;
-    m_end = p.M;
-  } else {
-    const int t = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
-    if (!locate_tile<kBM, kThreads>(p, t, expert, m0)) return;
-    m_end = p.offsets[expert + 1];
-    n0 = static_cast<int64_t>(tn) * kBN;
-    k_begin = 0;
-    k_end = p.K;
-    b_row0 = expert * args.b_row_stride;
-  }
+  TileWork w;
+  if (!tile_work<Wgrad, kBM, kBN, kThreads>(p, w)) return;
+  const int expert = w.expert;
+  const int64_t m0 = w.m0, n0 = w.n0, k_begin = w.k_begin, k_end = w.k_end;
+  const int64_t b_row0 = Wgrad ? 0 : expert * args.b_row_stride;  // rows mode: expert's rows of W
   const int k_tiles = static_cast<int>((k_end - k_begin + kBK - 1) / kBK);
 
   const uint32_t raw = smem_u32(smem_raw);
@@ -191,21 +173,7 @@ __global__ void __maxnreg__(112)
   }
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 
-  const int g = lane >> 2, t4 = lane & 3;
-  OutT* C = static_cast<OutT*>(p.C);
-  if constexpr (Wgrad) C += expert * p.c_stride;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int64_t row = m0 + wg * 64 + warp_in_wg * 16 + g + half * 8;
-    if (row >= m_end) continue;
-    OutT* crow = C + row * p.ldc;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const int64_t col = n0 + j * 8 + 2 * t4;
-      if (col >= p.N) continue;
-      store_pair<Wgrad>(crow + col, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
-    }
-  }
+  store_m64n128<Wgrad, OutT>(p, w, acc, wg, warp_in_wg, lane);
 }
 
 PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
@@ -242,15 +210,8 @@ CUtensorMap make_map(const void* data, int64_t rows, int64_t cols, int box_rows,
 template <bool AK, bool BK, bool Wgrad, class OutT>
 void launch(cudaStream_t stream, const CUtensorMap& a, const CUtensorMap& b, const TmaArgs& args,
             dim3 grid, const char* op) {
-  auto kernel = grouped_gemm_tma_kernel<AK, BK, Wgrad, OutT>;
-  static bool configured = false;  // per instantiation
-  if (!configured) {
-    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             kSmemBytes));
-    configured = true;
-  }
-  kernel<<<grid, kThreads, kSmemBytes, stream>>>(a, b, args);
-  NMOE_CUDA_LAUNCHED(op);
+  launch_with_smem<grouped_gemm_tma_kernel<AK, BK, Wgrad, OutT>>(stream, grid, kThreads, kSmemBytes, op, a,
+                                                                  b, args);
 }
 
 }  // namespace

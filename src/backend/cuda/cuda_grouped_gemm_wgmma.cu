@@ -76,30 +76,12 @@ __global__ void __launch_bounds__(kThreads, Pipe<Overlap>::kBlocksPerSm)
   extern __shared__ unsigned char smem_raw[];
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, warp_in_wg = (tid >> 5) & 3;
 
-  int expert;
-  int64_t m0, n0, m_end, k_begin, k_end;
+  TileWork w;
+  if (!tile_work<Wgrad, kBM, kBN, kThreads>(p, w)) return;
+  const int expert = w.expert;
+  const int64_t m0 = w.m0, n0 = w.n0, m_end = w.m_end, k_begin = w.k_begin, k_end = w.k_end;
   const __nv_bfloat16 *A = p.A, *B = p.B;
-  if constexpr (Wgrad) {
-    expert = blockIdx.y;
-    const int tm = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
-    int e_unused;
-    int64_t r_unused;
-    if (blockIdx.x == 0 && blockIdx.y == 0) locate_tile<kBM, kThreads>(p, -1, e_unused, r_unused);
-    k_begin = p.offsets[expert];
-    k_end = p.offsets[expert + 1];
-    if (k_begin < 0 || k_end > p.rows || k_end <= k_begin) return;  // empty or bad: C unchanged
-    m0 = static_cast<int64_t>(tm) * kBM;
-    n0 = static_cast<int64_t>(tn) * kBN;
-    m_end = p.M;
-  } else {
-    const int t = blockIdx.x / p.tiles_n, tn = blockIdx.x % p.tiles_n;
-    if (!locate_tile<kBM, kThreads>(p, t, expert, m0)) return;
-    m_end = p.offsets[expert + 1];
-    n0 = static_cast<int64_t>(tn) * kBN;
-    k_begin = 0;
-    k_end = p.K;
-    B += expert * p.b_stride;
-  }
+  if constexpr (!Wgrad) B += expert * p.b_stride;
 
   const uint32_t base = (smem_u32(smem_raw) + 1023) & ~1023u;
   auto load_stage = [&](int stage, int64_t k0) {
@@ -140,36 +122,13 @@ __global__ void __launch_bounds__(kThreads, Pipe<Overlap>::kBlocksPerSm)
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   cp_async_wait<0>();
 
-  // Accumulator i of a thread: row 16 * warp + lane / 4 (+8 for i % 4 >= 2),
-  // column 8 * (i / 4) + 2 * (lane % 4) + i % 2.
-  const int g = lane >> 2, t4 = lane & 3;
-  OutT* C = static_cast<OutT*>(p.C);
-  if constexpr (Wgrad) C += expert * p.c_stride;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int64_t row = m0 + wg * 64 + warp_in_wg * 16 + g + half * 8;
-    if (row >= m_end) continue;
-    OutT* crow = C + row * p.ldc;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-      const int64_t col = n0 + j * 8 + 2 * t4;
-      if (col >= p.N) continue;
-      store_pair<Wgrad>(crow + col, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
-    }
-  }
+  store_m64n128<Wgrad, OutT>(p, w, acc, wg, warp_in_wg, lane);
 }
 
 template <bool AK, bool BK, bool Wgrad, class OutT, bool Overlap>
 void launch_pipe(cudaStream_t stream, const GroupedGemmArgs& p, dim3 grid, const char* op) {
-  auto kernel = grouped_gemm_wgmma_kernel<AK, BK, Wgrad, OutT, Overlap>;
-  constexpr int smem = Pipe<Overlap>::kSmemBytes;
-  static bool configured = false;  // per instantiation
-  if (!configured) {
-    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    configured = true;
-  }
-  kernel<<<grid, kThreads, smem, stream>>>(p);
-  NMOE_CUDA_LAUNCHED(op);
+  launch_with_smem<grouped_gemm_wgmma_kernel<AK, BK, Wgrad, OutT, Overlap>>(
+      stream, grid, kThreads, Pipe<Overlap>::kSmemBytes, op, p);
 }
 
 bool overlap_selected() {

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/cuda_grouped_gemm_common.cuh"
+
 namespace nmoe::cuda::gg {
 
 // Shared-memory matrix descriptor: start address, leading and stride byte
@@ -36,6 +38,29 @@ template <bool KMajor>
 __device__ __forceinline__ uint64_t slice_desc(uint32_t tile, int row0, int ks) {
   if constexpr (KMajor) return make_desc(tile + row0 * 128 + ks * 32, 16, 1024);
   else return make_desc(tile + (row0 / 64) * 8192 + ks * 2048, 8192, 1024);
+}
+
+// Stores a warpgroup's m64n128 accumulators (rows wg * 64.. of the tile).
+// Accumulator i of a thread: row 16 * warp + lane / 4 (+8 for i % 4 >= 2),
+// column 8 * (i / 4) + 2 * (lane % 4) + i % 2.
+template <bool Accumulate, class OutT>
+__device__ __forceinline__ void store_m64n128(const GroupedGemmArgs& p, const TileWork& w,
+                                              const float (&acc)[64], int wg, int warp_in_wg, int lane) {
+  const int g = lane >> 2, t4 = lane & 3;
+  OutT* C = static_cast<OutT*>(p.C);
+  if constexpr (Accumulate) C += w.expert * p.c_stride;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row = w.m0 + wg * 64 + warp_in_wg * 16 + g + half * 8;
+    if (row >= w.m_end) continue;
+    OutT* crow = C + row * p.ldc;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int64_t col = w.n0 + j * 8 + 2 * t4;
+      if (col >= p.N) continue;
+      store_pair<Accumulate>(crow + col, acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
+    }
+  }
 }
 
 }  // namespace nmoe::cuda::gg
