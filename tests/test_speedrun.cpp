@@ -115,7 +115,7 @@ TEST(Speedrun, UsageErrors) {
   test::TempDir dir;
   auto r = test::run_command(n_in(dir, "speedrun huge"));
   EXPECT_EQ(r.exit_code, 1);
-  expect_parts(r.output, {"unknown speedrun 'huge'", "tiny, dense, moe, super, ultra"});
+  expect_parts(r.output, {"unknown speedrun 'huge'", "tiny, wiki, dense, moe, super, ultra"});
   r = test::run_command(n_in(dir, "speedrun tiny --steps x"));
   EXPECT_EQ(r.exit_code, 2);
   expect_parts(r.output, {"--steps needs a positive integer"});
@@ -130,6 +130,46 @@ TEST(Speedrun, UsageErrors) {
   r = test::run_command(n_in(dir, "speedrun moe --work-dir " + (dir / "w") + " --set device=cpu"));
   EXPECT_EQ(r.exit_code, 1);
   expect_parts(r.output, {"could not be prepared", "--data DIR"});
+}
+
+// The wiki speedrun prepares a local WikiExtractor corpus (here the shipped
+// sample under the corpus's file names), trains, scores CORE and records the
+// run; without a usable corpus it says what to pass.
+TEST(SpeedrunWiki, PreparesALocalCorpusAndExplainsWhatIsMissing) {
+  test::TempDir dir;
+  const std::string small =
+      " --set device=cpu --set dim=64 --set n_heads=2 --set n_layers=2 --set n_routed_experts=8"
+      " --set n_activated_experts=2 --set moe_inter_dim=32 --set seq_len=64 --set batch_size=4"
+      " --set validation_steps=1 --set validation_every=1 --set target_loss=100"
+      " --set eval_budget_max_examples=2 --work-dir " + (dir / "w");
+  auto r = test::run_command(n_in(dir, "speedrun wiki" + small));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  expect_parts(r.output, {"no Wikipedia corpus given", "n speedrun wiki --corpus DIR", "--data DIR"});
+
+  const std::string corpus = dir / "enwiki";
+  std::filesystem::create_directories(corpus);
+  const std::string sample = test::source_dir() + "/assets/corpus/enwiki_sample";
+  std::filesystem::copy_file(sample + "/train.txt.zst", corpus + "/enwiki.train.txt.zst");
+  r = test::run_command(n_in(dir, "speedrun wiki --corpus " + corpus + small));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  expect_parts(r.output, {"holds no validation text", "*.val.txt"});
+  r = test::run_command(n_in(dir, "speedrun wiki --corpus " + (dir / "nowhere") + small));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  expect_parts(r.output, {"nowhere does not exist"});
+
+  std::filesystem::copy_file(sample + "/val.txt.zst", corpus + "/enwiki.val.txt.zst");
+  r = test::run_command(n_in(dir, "speedrun wiki --corpus " + corpus + small));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_parts(r.output, {"preparing the Wikipedia corpus", "target reached at step 1", "recorded in LEADERBOARD.json"});
+  const nlohmann::json board = read_json(dir / "LEADERBOARD.json");
+  ASSERT_EQ(board["runs"].size(), 1u);
+  EXPECT_EQ(board["runs"][0]["config"], "wiki");
+  EXPECT_EQ(static_cast<int64_t>(board["runs"][0]["tokens"].get<double>()), 4 * 64);
+  // The prepared shards are GPT-2 tokens of the sample and are reused by the next run.
+  EXPECT_TRUE(fs::exists(dir / "w/wiki/data/train/manifest.json"));
+  r = test::run_command(n_in(dir, "speedrun wiki" + small));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  expect_parts(r.output, {"train and val ready"});
 }
 
 TEST(Leaderboard, AppendsSortedAndKeepsOtherKeys) {

@@ -22,6 +22,7 @@ int cmd_speedrun(const std::vector<std::string>& args_in) {
     if (a == "--leaderboard" || a == "-l") show_board = true;
     else if (a == "--leaderboard-file") o.leaderboard = value();
     else if (a == "--data") o.data_dir = value();
+    else if (a == "--corpus") o.corpus_dir = value();
     else if (a == "--steps") {
       const std::string v = value();
       try {

@@ -32,7 +32,8 @@ commands:
   eval core --checkpoint DIR [--max-examples N] [--max-time-s S] [--tasks a,b] [--bundle DIR]
             [--batch N] [--db PATH | --no-db] [--set key=value]
                                             the CORE suite (22 tasks) on a checkpoint (docs/eval.md)
-  speedrun [tiny|dense|moe|super|ultra] [--data DIR] [--steps N] [--nproc N] [--dtype bf16] [--set ...]
+  speedrun [tiny|wiki|dense|moe|super|ultra] [--data DIR] [--corpus DIR] [--steps N] [--nproc N]
+           [--dtype bf16] [--set ...]
                                             prepare data, train to the target loss, run CORE, append
                                             to LEADERBOARD.json (docs/speedrun.md)
   speedrun --leaderboard                    print the leaderboard

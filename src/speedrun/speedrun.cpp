@@ -1,8 +1,10 @@
 #include "speedrun/speedrun.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <ostream>
 #include <unistd.h>
 
@@ -55,17 +57,51 @@ bool dataset_ready(const std::string& dir, const Config& cfg, std::string* why) 
   return true;
 }
 
-void prep_sample(const Config& cfg, const std::string& rel, const std::string& out_dir, std::ostream* out) {
+void prep_wikiextractor(const Config& cfg, const std::vector<std::string>& files, const std::string& name,
+                        const std::string& out_dir, std::ostream* out) {
   PrepOptions p;
   p.source.source = "text";
   p.source.text_format = "wikiextractor";
-  p.source.files = {asset_path(rel)};
+  p.source.files = files;
   p.output = out_dir;
-  p.name = "enwiki_sample";
+  p.name = name;
   p.tokenizer = cfg.tokenizer;
   p.tokens_per_shard = 50'000'000;
   p.log = out;
   prep_dataset(p);
+}
+
+// The WikiExtractor text files of one split in a corpus directory: the names
+// holding ".train." (or ".val.") and ending in .txt or .txt.zst, sorted.
+std::vector<std::string> corpus_split_files(const std::string& dir, const std::string& split) {
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string f = e.path().filename().string();
+    const bool text = f.size() > 4 && (f.substr(f.size() - 4) == ".txt" ||
+                                       (f.size() > 8 && f.substr(f.size() - 8) == ".txt.zst"));
+    if (e.is_regular_file() && text && f.find("." + split + ".") != std::string::npos)
+      files.push_back(e.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+void prep_wiki_corpus(const Config& cfg, const std::string& corpus_dir, const std::string& data_dir,
+                      bool train_ok, bool val_ok, std::ostream* out) {
+  const char* how =
+      "\n  The 'wiki' speedrun trains on an English Wikipedia dump in WikiExtractor text form: pass\n"
+      "    n speedrun wiki --corpus DIR\n"
+      "  where DIR holds the training text (*.train.txt or *.train.txt.zst) and the validation text\n"
+      "  (*.val.txt[.zst]), or pass --data DIR with DIR/train and DIR/val made by `n data prep`.";
+  NMOE_CHECK(!corpus_dir.empty(), "no Wikipedia corpus given and no prepared shards", how);
+  NMOE_CHECK(std::filesystem::is_directory(corpus_dir), "the Wikipedia corpus directory ", corpus_dir, " does not exist", how);
+  const std::vector<std::string> train = corpus_split_files(corpus_dir, "train"),
+                                 val = corpus_split_files(corpus_dir, "val");
+  NMOE_CHECK(!train.empty(), corpus_dir, " holds no training text (*.train.txt[.zst])", how);
+  NMOE_CHECK(!val.empty(), corpus_dir, " holds no validation text (*.val.txt[.zst])", how);
+  say(out, "data: preparing the Wikipedia corpus in " + corpus_dir + " into " + data_dir);
+  if (!train_ok) prep_wikiextractor(cfg, train, "enwiki", data_dir + "/train", out);
+  if (!val_ok) prep_wikiextractor(cfg, val, "enwiki", data_dir + "/val", out);
 }
 
 void prep_hub(const Config& cfg, const std::string& split_dir, bool val, std::ostream* out) {
@@ -109,7 +145,7 @@ TrainResult result_from_db(const std::string& db_path, const std::string& run_id
 }  // namespace
 
 const std::vector<std::string>& speedrun_names() {
-  static const std::vector<std::string> names = {"tiny", "dense", "moe", "super", "ultra"};
+  static const std::vector<std::string> names = {"tiny", "wiki", "dense", "moe", "super", "ultra"};
   return names;
 }
 
@@ -127,7 +163,7 @@ std::string speedrun_config_path(const std::string& name) {
 }
 
 void ensure_speedrun_data(const std::string& name, const Config& cfg, const std::string& data_dir,
-                          std::ostream* out) {
+                          const std::string& corpus_dir, std::ostream* out) {
   const std::string train = data_dir + "/train", val = data_dir + "/val";
   std::string why_train, why_val;
   const bool train_ok = dataset_ready(train, cfg, &why_train), val_ok = dataset_ready(val, cfg, &why_val);
@@ -137,8 +173,12 @@ void ensure_speedrun_data(const std::string& name, const Config& cfg, const std:
   }
   if (name == "tiny") {
     say(out, "data: preparing the shipped Wikipedia sample into " + data_dir);
-    if (!train_ok) prep_sample(cfg, "corpus/enwiki_sample/train.txt.zst", train, out);
-    if (!val_ok) prep_sample(cfg, "corpus/enwiki_sample/val.txt.zst", val, out);
+    if (!train_ok) prep_wikiextractor(cfg, {asset_path("corpus/enwiki_sample/train.txt.zst")}, "enwiki_sample", train, out);
+    if (!val_ok) prep_wikiextractor(cfg, {asset_path("corpus/enwiki_sample/val.txt.zst")}, "enwiki_sample", val, out);
+    return;
+  }
+  if (name == "wiki") {
+    prep_wiki_corpus(cfg, corpus_dir, data_dir, train_ok, val_ok, out);
     return;
   }
   say(out, "data: " + (train_ok ? why_val : why_train) + "; preparing " + kHubDataset + " from the hub into " +
@@ -182,7 +222,7 @@ SpeedrunResult run_speedrun(const SpeedrunOptions& opt_in) {
   say(out, opt.name + " (" + cfg_path + "): train to validation loss " + std::to_string(*cfg.target_loss) +
                " in at most " + std::to_string(cfg.steps) + " steps, then CORE");
 
-  ensure_speedrun_data(opt.name, cfg, data_dir, out);
+  ensure_speedrun_data(opt.name, cfg, data_dir, opt.corpus_dir, out);
   const CoreBundle bundle =
       load_core_bundle(opt.bundle_dir.empty() ? default_core_bundle_dir() : opt.bundle_dir);  // fails before training
   say(out, "eval bundle: " + bundle.dir);
