@@ -43,7 +43,9 @@ void Model::moe_backward(Layer& L, const Tensor& dres, double aux_weight) {
   } else {
     B.fill(dxn_, 0.0);
   }
-  // Routed experts: out += sum_k gate * expert(xn2).
+  // Routed experts: out += sum_k gate * expert(xn2). Their input rows were
+  // not kept per layer: gather them again exactly as the forward did.
+  B.moe_dispatch(L.xn2, L.pos, K, L.xe);
   B.moe_combine_bwd(dres, L.ye, L.pos, L.gates, dye_, dgates_);
   if (expert_parallel()) {
     moe_backward_ep(L);  // adds the routed experts' dx to dxn_

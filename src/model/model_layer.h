@@ -22,7 +22,7 @@ struct Model::Layer {
   Tensor xn1, rstd1, qkv, attn, lse, mid, xn2, rstd2;
   Tensor h13, a;                                     // dense MLP
   Tensor logits, scores, idx, gates, offsets, pos;   // router and permutation
-  Tensor xe, h13e, ae, ye;                           // routed experts
+  Tensor xe, h13e, ae, ye;                           // routed experts (xe: the model's shared rows)
   Tensor sh13, sa;                                   // shared experts
 };
 

@@ -129,6 +129,7 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
     work_.reserve(&dae_, dt, Shape{M, Fe});
     work_.reserve(&dh13e_, dt, Shape{M, 2 * Fe});
     work_.reserve(&dxe_, dt, Shape{M, D});
+    work_.reserve(&xe_, dt, Shape{M, D});
     work_.reserve(&dgates_, st, Shape{N, s.top_k});
     work_.reserve(&dlogits_, dt, Shape{N, s.n_experts});
     if (SF > 0) {
@@ -144,6 +145,8 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
     leaves_.allocate(backend_);
     for (const Tensor& t : expert_leaves_) backend_.fill(t, 0.0);
   }
+  for (auto& L : layers_)
+    if (L->moe) L->xe = xe_;
   if (opt.recompute_attention)
     for (auto& L : layers_) {
       L->xn1 = shared_xn1_;
@@ -245,7 +248,6 @@ void Model::plan_layer(Layer& L, int64_t l) {
   acts_.reserve(&L.gates, st, Shape{N, K});
   acts_.reserve(&L.offsets, DType::I32, Shape{E + 1});
   acts_.reserve(&L.pos, DType::I32, Shape{M});
-  acts_.reserve(&L.xe, dt, Shape{M, D});
   acts_.reserve(&L.ye, dt, Shape{M, D});
   if (opt_.world == 1) {  // with expert parallelism the owner recomputes them in backward
     acts_.reserve(&L.h13e, dt, Shape{M, 2 * Fe});

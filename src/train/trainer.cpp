@@ -191,9 +191,10 @@ ModelOptions model_options(const Config& cfg, const Backend& backend) {
   mo.micro_batch = cfg.micro_batch();
   mo.seq_len = cfg.seq_len;
   const bool gpu = std::string(backend.name()) == "cuda";
-  // On a GPU the chunk's [rows, vocab] logits (fp32) are the largest workspace:
-  // 8192 x 50304 x 4 B = 1.6 GiB, small next to the activations of a real batch.
-  mo.ce_chunk_rows = gpu ? 8192 : 256;
+  // On a GPU the chunk's [rows, vocab] fp32 logits (the BF16 gradient is
+  // written over them) are the largest scratch: 4096 x 50304 x 4 B = 786 MiB;
+  // the chunk's GEMMs are still large enough to run at full rate.
+  mo.ce_chunk_rows = gpu ? 4096 : 256;
   // dtype = "bf16": BF16 activations and weight copy on the GPU (fp32 master
   // weights, moments and statistics). The CPU backend computes in fp32.
   NMOE_CHECK(cfg.dtype == "bf16", "dtype = \"", cfg.dtype, "\" is not supported on Hopper (fp8/nvfp4 are ",

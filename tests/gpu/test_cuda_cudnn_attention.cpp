@@ -122,6 +122,38 @@ TEST(CudaCudnnAttention, Deterministic) {
   }
 }
 
+// Long sequences: the backward runs over slices of the batch to bound cuDNN's
+// deterministic workspace (B=6, T=2048, H=12: two slices of 3 sequences). The
+// result must match the flash kernels (themselves checked against the CPU).
+TEST(CudaCudnnAttention, BackwardInBatchSlicesMatchesFlash) {
+  NMOE_SKIP_WITHOUT_CUDNN();
+  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(16, 2048, 12), 4);
+  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(6, 2048, 12), 3);
+  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(7, 2048, 12), 1);
+  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(8, 256, 4), 8);
+  const int64_t B = 6, T = 2048, H = 12, Dh = 64, N = B * T;
+  std::mt19937_64 rng(11);
+  const double scale = 0.125;
+  auto qkv = to_bf16(rounded(uniform(F, Shape{N, 3, H, Dh}, rng, -2, 2)));
+  auto g = to_bf16(rounded(uniform(F, Shape{N, H * Dh}, rng)));
+  DevTensor o(BF, Shape{N, H * Dh}), lse(F, Shape{B, H, T});
+  {
+    ScopedEnv flash("NMOE_ATTN", "flash");
+    gpu().attention_fwd(*qkv, int(T), scale, o, lse);
+  }
+  HostTensor want, got;
+  for (const char* impl : {"flash", "cudnn"}) {
+    ScopedEnv use("NMOE_ATTN", impl);
+    DevTensor dqkv(BF, Shape{N, 3, H, Dh});
+    dqkv.poison();
+    const int64_t runs = cuda::cudnn_attention_runs(true);
+    gpu().attention_bwd(*g, *qkv, o, lse, int(T), scale, dqkv);
+    EXPECT_EQ(cuda::cudnn_attention_runs(true) - runs, std::string(impl) == "cudnn" ? 1 : 0) << impl;
+    (std::string(impl) == "flash" ? want : got) = down(dqkv);
+  }
+  NMOE_EXPECT_CLOSE(got, want, 1e-2);
+}
+
 TEST(CudaCudnnAttention, RejectsUnknownImplementation) {
   NMOE_SKIP_WITHOUT_CUDA();
   ScopedEnv bogus("NMOE_ATTN", "fastest");

@@ -214,7 +214,7 @@ void launch_bwd(const char* op, cudaStream_t stream, const QkvLayout& L, const T
 int64_t CudaBackend::attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads,
                                              int64_t head_dim, DType act) const {
   if (act == DType::BF16 && cudnn_attention_selected("attention_bwd", head_dim))
-    return batch * heads * seq_len * seq_len * 2;
+    return cudnn_attention_bwd_batch_slice(batch, seq_len, heads) * heads * seq_len * seq_len * 2;
   return batch * seq_len * heads * 4;
 }
 

@@ -18,7 +18,8 @@
 // atomics, whose order (and so the rounded sum) varies from run to run; the
 // deterministic algorithm has a fixed reduction order. On Hopper it keeps dP in
 // a BF16 workspace of B*H*T*T elements (1.5 GiB at B=16, T=2048, H=12), taken
-// from the Attention scratch buffer.
+// from the Attention scratch buffer; the backward therefore runs over slices of
+// the batch (cudnn_attention_bwd_batch_slice), each sequence being independent.
 #include "backend/cuda/cuda_cudnn_attention.h"
 
 #include <atomic>
@@ -370,15 +371,21 @@ bool cudnn_attention_bwd(CudaBackend& be, const ops::QkvLayout& L, const void* d
   const char* op = "attention_bwd";
   if (!aligned(op, {dout, qkv, out, lse, dqkv})) return false;
   CudnnAttention& s = state(be, op);
-  const CudnnAttention::Key k = key_of(L, scale, true);
+  ops::QkvLayout slice = L;
+  slice.B = cudnn_attention_bwd_batch_slice(L.B, L.T, L.H);
+  const CudnnAttention::Key k = key_of(slice, scale, true);
   const CudnnAttention::Plan& plan = plan_for(s, k, op);
   if (!plan.graph) return false;
   const int64_t hd = L.H * L.Dh;
-  std::unordered_map<int64_t, void*> pack = {
-      {kQ, at(qkv, 0)},   {kK, at(qkv, hd)},   {kV, at(qkv, 2 * hd)},
-      {kO, at(out, 0)},   {kdO, at(dout, 0)},  {kStats, const_cast<float*>(lse)},
-      {kdQ, at(dqkv, 0)}, {kdK, at(dqkv, hd)}, {kdV, at(dqkv, 2 * hd)}};
-  execute(be, s, plan, k, pack, op);
+  // Per sequence: T rows of packed qkv (3*hd) and of out (hd); H*T statistics.
+  const int64_t qkv_seq = L.T * 3 * hd, out_seq = L.T * hd, lse_seq = L.H * L.T;
+  for (int64_t b = 0; b < L.B; b += slice.B) {
+    std::unordered_map<int64_t, void*> pack = {
+        {kQ, at(qkv, b * qkv_seq)},   {kK, at(qkv, b * qkv_seq + hd)},   {kV, at(qkv, b * qkv_seq + 2 * hd)},
+        {kO, at(out, b * out_seq)},   {kdO, at(dout, b * out_seq)},      {kStats, const_cast<float*>(lse) + b * lse_seq},
+        {kdQ, at(dqkv, b * qkv_seq)}, {kdK, at(dqkv, b * qkv_seq + hd)}, {kdV, at(dqkv, b * qkv_seq + 2 * hd)}};
+    execute(be, s, plan, k, pack, op);
+  }
   g_runs[1].fetch_add(1, std::memory_order_relaxed);
   return true;
 }
@@ -396,6 +403,15 @@ bool cudnn_attention_bwd(CudaBackend&, const ops::QkvLayout&, const void*, const
 #endif  // NMOE_HAVE_CUDNN
 
 int64_t cudnn_attention_runs(bool backward) { return g_runs[backward ? 1 : 0].load(); }
+
+int64_t cudnn_attention_bwd_batch_slice(int64_t B, int64_t T, int64_t H) {
+  constexpr int64_t kCap = int64_t(512) << 20;
+  const int64_t per_sequence = H * T * T * 2;
+  int64_t best = 1;
+  for (int64_t s = 2; s <= B; ++s)
+    if (B % s == 0 && s * per_sequence <= kCap) best = s;
+  return best;
+}
 
 }  // namespace cuda
 }  // namespace nmoe

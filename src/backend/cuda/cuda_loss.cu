@@ -58,17 +58,23 @@ __global__ void ce_row_kernel(float* logits, G* grads, int64_t V, const int32_t*
 // The same row computation with the row held in registers: each of 1024
 // threads loads up to kVec float4 of the logits once (one read of the row
 // instead of three); used when V is a multiple of 4 and at most 4096 * kVec.
+// Every value of a row is read before any is written, so the gradient row may
+// overwrite its own logits row: grads may alias logits, with a row stride of
+// gstride elements of G (BF16 gradients in place: 2V, the first half of each
+// F32 row's bytes).
 constexpr int kCeRegThreads = 1024, kCeRegVec = 13;  // V <= 53,248 (GPT-2's 50,304 fits)
+
+bool ce_row_in_registers(int64_t V) { return V % 4 == 0 && V <= int64_t(4) * kCeRegThreads * kCeRegVec; }
 
 template <class G>
 __global__ void __launch_bounds__(kCeRegThreads) ce_row_reg_kernel(
-    float* logits, G* grads, int64_t V, const int32_t* targets, int64_t ignore_index,
+    const float* logits, G* grads, int64_t gstride, int64_t V, const int32_t* targets, int64_t ignore_index,
     float grad_scale, bool grad, double* row_loss, int* err) {
   __shared__ float red[32];
   const int64_t r = blockIdx.x;
   const int n4 = static_cast<int>(V / 4);
   const float4* row = reinterpret_cast<const float4*>(logits + r * V);
-  G* grow = grads + r * V;
+  G* grow = grads + r * gstride;
   const int32_t target = targets[r];
   if (target >= V && threadIdx.x == 0) report_error(err, kErrTargetRange);
   const bool counted = target >= 0 && target < V && target != ignore_index;
@@ -123,12 +129,14 @@ __global__ void ce_sum_kernel(const double* row_loss, int64_t N, double* loss_su
 }  // namespace
 
 // The scratch cross_entropy grows below: F32 logits of one chunk, their
-// gradient in the activation dtype (F32 reuses the logits), a loss per row.
+// gradient in the activation dtype (F32, or BF16 rows held in registers: in
+// place over the logits; else a separate buffer), a loss per row.
 int64_t CudaBackend::cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
                                                  DType act) const {
   const int64_t chunk = std::max<int64_t>(std::min(chunk_rows, rows), 0);
   int64_t bytes = chunk * vocab * 4 + rows * 8;
-  if (act != DType::F32) bytes += chunk * vocab * static_cast<int64_t>(dtype_size(act));
+  if (act != DType::F32 && !ce_row_in_registers(vocab))
+    bytes += chunk * vocab * static_cast<int64_t>(dtype_size(act));
   return bytes;
 }
 
@@ -149,22 +157,27 @@ void CudaBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& 
     NMOE_CHECK(V > 0, op, ": the vocabulary is empty");
     float* logits = static_cast<float*>(
         scratch(Scratch::Logits, static_cast<size_t>(chunk * V) * sizeof(float)));
+    // The gradient G: F32 in place of the logits; BF16 in place too when the
+    // register kernel runs (row stride 2V), else in a buffer of its own.
+    const bool in_regs = ce_row_in_registers(V);
     T* gl = nullptr;
+    int64_t gstride = V;
     if constexpr (std::is_same_v<T, float>) gl = logits;
-    else if (grad)
+    else if (grad && in_regs) {
+      gl = reinterpret_cast<T*>(logits);
+      gstride = 2 * V;
+    } else if (grad)
       gl = static_cast<T*>(scratch(Scratch::LogitsGrad, static_cast<size_t>(chunk * V) * sizeof(T)));
     double* row_loss =
         static_cast<double*>(scratch(Scratch::RowLoss, static_cast<size_t>(N) * sizeof(double)));
     const T* hp = h.ptr<T>();
-    // 8-byte (BF16) / 16-byte (F32) gradient stores need V * sizeof(T) % 16 == 0 rows.
-    const bool aligned_rows = (V * int64_t(sizeof(T))) % 16 == 0;
     for (int64_t begin = 0; begin < N; begin += chunk) {
       const int64_t rows = std::min(chunk, N - begin);
       gemm(*this, op, h.dtype, DType::F32, false, true, rows, V, D, 1.0, hp + begin * D, D,
            W.data, D, 0.0, logits, V);
-      if (V % 4 == 0 && V <= int64_t(4) * kCeRegThreads * kCeRegVec && (!grad || aligned_rows))
+      if (in_regs)
         ce_row_reg_kernel<T><<<unsigned(rows), kCeRegThreads, 0, stream()>>>(
-            logits, gl, V, targets.ptr<int32_t>() + begin, ignore_index,
+            logits, gl, gstride, V, targets.ptr<int32_t>() + begin, ignore_index,
             static_cast<float>(grad_scale), grad, row_loss + begin, device_error_flag());
       else
         ce_row_kernel<T><<<unsigned(rows), kCeThreads, 0, stream()>>>(
@@ -173,9 +186,9 @@ void CudaBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& 
       NMOE_CUDA_LAUNCHED(op);
       if (!grad) continue;
       // G = the logits chunk now: dh_chunk = G @ W (write), dW += G^T @ h_chunk.
-      gemm(*this, op, h.dtype, h.dtype, false, false, rows, D, V, 1.0, gl, V, W.data, D, 0.0,
+      gemm(*this, op, h.dtype, h.dtype, false, false, rows, D, V, 1.0, gl, gstride, W.data, D, 0.0,
            dh.ptr<T>() + begin * D, D);
-      gemm(*this, op, h.dtype, dW.dtype, true, false, V, D, rows, 1.0, gl, V, hp + begin * D, D,
+      gemm(*this, op, h.dtype, dW.dtype, true, false, V, D, rows, 1.0, gl, gstride, hp + begin * D, D,
            1.0, dW.data, D);
     }
     ce_sum_kernel<<<1, kSumThreads, 0, stream()>>>(row_loss, N, loss_sum.ptr<double>());
