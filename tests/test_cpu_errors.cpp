@@ -59,7 +59,7 @@ TEST(CpuErrors, NormEmbeddingSwigluShapes) {
   });
   expect_error("swiglu_fwd", [&] { be.swiglu_fwd(f64({2, 5}), f64({2, 2})); });
   expect_error("swiglu_fwd", [&] { be.swiglu_fwd(f64({2, 6}), f64({2, 2})); });
-  expect_error("swiglu_bwd", [&] { be.swiglu_bwd(f64({2, 3}), f64({2, 6}), f64({2, 3})); });
+  expect_error("swiglu_bwd", [&] { be.swiglu_bwd(f64({2, 3}), f64({2, 6}), f64({2, 3}), Tensor()); });
 }
 
 TEST(CpuErrors, AttentionShapes) {

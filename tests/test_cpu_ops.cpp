@@ -1,5 +1,6 @@
 // CPU backend: memory ops, dense and grouped GEMM, add, embedding, RMSNorm, SwiGLU.
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "cpu_test_util.h"
@@ -371,8 +372,29 @@ TEST(CpuSwiglu, BackwardMatchesFiniteDifferences) {
   });
   HostTensor dh13(DType::F64, {N, 2 * F});
   dh13.poison();
-  be.swiglu_bwd(w, h13, dh13);
+  be.swiglu_bwd(w, h13, dh13, Tensor());
   EXPECT_LT(rel_err(dh13, fd), kGradTol);
+}
+
+// swiglu_bwd can write the forward's activation again: the same bits as
+// swiglu_fwd, and the same gradient as without it.
+TEST(CpuSwiglu, BackwardWritesTheForwardActivationAgain) {
+  CpuBackend be(0);
+  std::mt19937_64 rng(14);
+  for (DType dt : {DType::F32, DType::F64}) {
+    const int64_t N = 5, F = 9;
+    HostTensor h13 = uniform(dt, {N, 2 * F}, rng, -4, 4), g = uniform(dt, {N, F}, rng);
+    HostTensor a(dt, {N, F}), again(dt, {N, F}), dh13(dt, {N, 2 * F}), dh13_again(dt, {N, 2 * F});
+    again.poison();
+    be.swiglu_fwd(h13, a);
+    be.swiglu_bwd(g, h13, dh13, Tensor());
+    be.swiglu_bwd(g, h13, dh13_again, again);
+    EXPECT_EQ(std::memcmp(a.t().data, again.t().data, a.t().nbytes()), 0) << dtype_name(dt);
+    EXPECT_EQ(std::memcmp(dh13.t().data, dh13_again.t().data, dh13.t().nbytes()), 0) << dtype_name(dt);
+  }
+  HostTensor h13(DType::F32, {2, 6}), g(DType::F32, {2, 3}), dh13(DType::F32, {2, 6});
+  EXPECT_THROW(be.swiglu_bwd(g, h13, dh13, HostTensor(DType::F32, {2, 4})), Error);
+  EXPECT_THROW(be.swiglu_bwd(g, h13, dh13, HostTensor(DType::F64, {2, 3})), Error);
 }
 
 }  // namespace

@@ -24,8 +24,8 @@ void Model::dense_mlp_backward(Layer& L, const Tensor& dres) {
   Backend& B = backend_;
   // out = mid + swiglu(xn2 @ w13^T) @ w2^T
   B.matmul(dres, false, L.w2->wc, false, dmlp_a_, 1.0, 0.0);
+  B.swiglu_bwd(dmlp_a_, L.h13, dmlp_h13_, L.a);  // L.a: the forward's a, written again
   B.matmul(dres, true, L.a, false, L.w2->g, 1.0, 1.0);
-  B.swiglu_bwd(dmlp_a_, L.h13, dmlp_h13_);
   B.matmul(dmlp_h13_, false, L.w13->wc, false, dxn_, 1.0, 0.0);
   B.matmul(dmlp_h13_, true, L.xn2, false, L.w13->g, 1.0, 1.0);
 }
@@ -36,8 +36,8 @@ void Model::moe_backward(Layer& L, const Tensor& dres, double aux_weight) {
   // Shared experts write dxn_ first; the routed path and the router add to it.
   if (L.sw13) {
     B.matmul(dres, false, L.sw2->wc, false, dsh_a_, 1.0, 0.0);
+    B.swiglu_bwd(dsh_a_, L.sh13, dsh_h13_, L.sa);
     B.matmul(dres, true, L.sa, false, L.sw2->g, 1.0, 1.0);
-    B.swiglu_bwd(dsh_a_, L.sh13, dsh_h13_);
     B.matmul(dsh_h13_, false, L.sw13->wc, false, dxn_, 1.0, 0.0);
     B.matmul(dsh_h13_, true, L.xn2, false, L.sw13->g, 1.0, 1.0);
   } else {
@@ -51,8 +51,8 @@ void Model::moe_backward(Layer& L, const Tensor& dres, double aux_weight) {
     moe_backward_ep(L);  // adds the routed experts' dx to dxn_
   } else {
     B.grouped_matmul(dye_, L.ew2->wc, false, L.offsets, dae_);
+    B.swiglu_bwd(dae_, L.h13e, dh13e_, L.ae);
     B.grouped_matmul_wgrad(dye_, L.ae, L.offsets, L.ew2->g);
-    B.swiglu_bwd(dae_, L.h13e, dh13e_);
     B.grouped_matmul(dh13e_, L.ew13->wc, false, L.offsets, dxe_);
     B.grouped_matmul_wgrad(dh13e_, L.xe, L.offsets, L.ew13->g);
     B.moe_dispatch_bwd(dxe_, L.pos, K, dxn_);

@@ -53,10 +53,9 @@ void Model::moe_backward_ep(Layer& L) {
     const Tensor dh13 = own_dh13_.slice(0, n), dx = own_y_.slice(0, n);
     const bool leaves = !expert_leaves_.empty();
     B.grouped_matmul(blk.a, L.ew13->wc, true, blk.offsets, h13);
-    B.swiglu_fwd(h13, a);
     B.grouped_matmul(blk.b, L.ew2->wc, false, blk.offsets, da);
+    B.swiglu_bwd(da, h13, dh13, a);  // a: the forward's activation again
     B.grouped_matmul_wgrad(blk.b, a, blk.offsets, leaves ? leaf_view(expert_leaves_[src], *L.ew2, g0) : L.ew2->g);
-    B.swiglu_bwd(da, h13, dh13);
     B.grouped_matmul(dh13, L.ew13->wc, false, blk.offsets, dx);
     B.grouped_matmul_wgrad(dh13, blk.a, blk.offsets,
                            leaves ? leaf_view(expert_leaves_[src], *L.ew13, g0) : L.ew13->g);

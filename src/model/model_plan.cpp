@@ -120,6 +120,7 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
   work_.reserve(&dqkv_, dt, Shape{N, 3, s.n_heads, s.head_dim});
   work_.reserve(&dxf_, dt, Shape{N, D});
   if (s.n_dense_layers > 0) {
+    work_.reserve(&mlp_a_, dt, Shape{N, s.inter});
     work_.reserve(&dmlp_a_, dt, Shape{N, s.inter});
     work_.reserve(&dmlp_h13_, dt, Shape{N, 2 * s.inter});
   }
@@ -130,9 +131,11 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
     work_.reserve(&dh13e_, dt, Shape{M, 2 * Fe});
     work_.reserve(&dxe_, dt, Shape{M, D});
     work_.reserve(&xe_, dt, Shape{M, D});
+    if (opt.world == 1) work_.reserve(&ae_, dt, Shape{M, Fe});
     work_.reserve(&dgates_, st, Shape{N, s.top_k});
     work_.reserve(&dlogits_, dt, Shape{N, s.n_experts});
     if (SF > 0) {
+      work_.reserve(&sa_, dt, Shape{N, SF});
       work_.reserve(&dsh_a_, dt, Shape{N, SF});
       work_.reserve(&dsh_h13_, dt, Shape{N, 2 * SF});
     }
@@ -145,8 +148,15 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
     leaves_.allocate(backend_);
     for (const Tensor& t : expert_leaves_) backend_.fill(t, 0.0);
   }
-  for (auto& L : layers_)
-    if (L->moe) L->xe = xe_;
+  for (auto& L : layers_) {
+    if (!L->moe) {
+      L->a = mlp_a_;
+      continue;
+    }
+    L->xe = xe_;
+    L->ae = ae_;
+    L->sa = sa_;
+  }
   if (opt.recompute_attention)
     for (auto& L : layers_) {
       L->xn1 = shared_xn1_;
@@ -218,7 +228,6 @@ void Model::plan_layer(Layer& L, int64_t l) {
     L.w13 = &params_.add({p + "mlp.w13.weight", Shape{2 * F, D}, ParamGroup::DenseDecay, InitKind::TruncNormal, 0.02});
     L.w2 = &params_.add({p + "mlp.w2.weight", Shape{D, F}, ParamGroup::DenseDecay, InitKind::TruncNormal, std_l});
     acts_.reserve(&L.h13, dt, Shape{N, 2 * F});
-    acts_.reserve(&L.a, dt, Shape{N, F});
     return;
   }
   int64_t moe_index = 0;
@@ -237,7 +246,6 @@ void Model::plan_layer(Layer& L, int64_t l) {
     L.sw2 = &params_.add({p + "moe.shared.w2.weight", Shape{D, SF}, ParamGroup::DenseDecay,
                           InitKind::TruncNormal, std_l});
     acts_.reserve(&L.sh13, dt, Shape{N, 2 * SF});
-    acts_.reserve(&L.sa, dt, Shape{N, SF});
   }
   buffers_.reserve(&L.bias, st, Shape{E});
   buffers_.reserve(&L.counts, DType::I32, Shape{E});
@@ -251,7 +259,6 @@ void Model::plan_layer(Layer& L, int64_t l) {
   acts_.reserve(&L.ye, dt, Shape{M, D});
   if (opt_.world == 1) {  // with expert parallelism the owner recomputes them in backward
     acts_.reserve(&L.h13e, dt, Shape{M, 2 * Fe});
-    acts_.reserve(&L.ae, dt, Shape{M, Fe});
   }
 }
 

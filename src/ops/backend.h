@@ -139,8 +139,10 @@ class Backend {
   // h13 [N, 2F] holds h1 = h13[:, :F] (gate) and h3 = h13[:, F:] (up).
   // a = silu(h1) * h3, a [N,F] (write).
   virtual void swiglu_fwd(const Tensor& h13, const Tensor& a) = 0;
-  // dh13 [N, 2F] (write) from da [N,F].
-  virtual void swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13) = 0;
+  // dh13 [N, 2F] (write) from da [N,F]. When a is defined, the same pass also
+  // writes a = silu(h1) * h3 [N,F], bit-identical to swiglu_fwd's (so the
+  // forward need not keep it for the backward).
+  virtual void swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) = 0;
 
   // ---- router ---------------------------------------------------------------
   // logits [N,E]; scores = sigmoid(route_scale * logits) [N,E] (write);

@@ -163,8 +163,8 @@ void TimedBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Te
 void TimedBackend::swiglu_fwd(const Tensor& h13, const Tensor& a) {
   timed(kSwigluFwd, [&] { inner_.swiglu_fwd(h13, a); });
 }
-void TimedBackend::swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13) {
-  timed(kSwigluBwd, [&] { inner_.swiglu_bwd(da, h13, dh13); });
+void TimedBackend::swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) {
+  timed(kSwigluBwd, [&] { inner_.swiglu_bwd(da, h13, dh13, a); });
 }
 void TimedBackend::router_fwd(const Tensor& logits, const Tensor& bias, const RouterParams& p,
                               const Tensor& scores, const Tensor& idx, const Tensor& gates,

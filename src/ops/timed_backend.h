@@ -94,7 +94,7 @@ class TimedBackend final : public Backend {
   void attention_bwd(const Tensor& dout, const Tensor& qkv, const Tensor& out, const Tensor& lse, int seq_len,
                      double scale, const Tensor& dqkv) override;
   void swiglu_fwd(const Tensor& h13, const Tensor& a) override;
-  void swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13) override;
+  void swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) override;
   void router_fwd(const Tensor& logits, const Tensor& bias, const RouterParams& p, const Tensor& scores,
                   const Tensor& idx, const Tensor& gates, const Tensor& counts) override;
   void router_bwd(const Tensor& dgates, const Tensor& scores, const Tensor& idx, const RouterParams& p,

@@ -70,7 +70,7 @@ TEST(CudaBench, DISABLED_OpTimes) {
   report("grouped_matmul w13", time_ms([&] { gpu().grouped_matmul(xe, w13, true, off, h13); }), 0, gw13);
   report("grouped_matmul_wgrad w13", time_ms([&] { gpu().grouped_matmul_wgrad(h13, xe, off, w13); }), 0, gw13);
   report("swiglu_fwd", time_ms([&] { gpu().swiglu_fwd(h13, ae); }), M * 3 * Fe * 4e-9);
-  report("swiglu_bwd", time_ms([&] { gpu().swiglu_bwd(ae, h13, h13); }), M * 5 * Fe * 4e-9);
+  report("swiglu_bwd", time_ms([&] { gpu().swiglu_bwd(ae, h13, h13, Tensor()); }), M * 5 * Fe * 4e-9);
 
   HostTensor tok_h = random_ids(Shape{N}, 0, int32_t(V - 1), rng);
   DevTensor tok(tok_h), emb(F, Shape{V, D}), loss(DType::F64, Shape{1});

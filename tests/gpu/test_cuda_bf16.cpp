@@ -130,8 +130,8 @@ TEST(CudaBf16, RopeSwiglu) {
   gpu().swiglu_fwd(h13, a);
   EXPECT_ARG(a, kTolBf16);
   Arg da = rnd(BF, Shape{N, Fw}, rng), dh13 = out(BF, Shape{N, 2 * Fw});
-  cpu().swiglu_bwd(da.h, h13.h, dh13.h);
-  gpu().swiglu_bwd(da, h13, dh13);
+  cpu().swiglu_bwd(da.h, h13.h, dh13.h, Tensor());
+  gpu().swiglu_bwd(da, h13, dh13, Tensor());
   EXPECT_ARG(dh13, kTolBf16);
 }
 
@@ -480,12 +480,16 @@ TEST(CudaVectorPaths, Swiglu) {
       HostTensor a_ref = a.init;
       cpu().swiglu_fwd(h.init, a_ref);
       NMOE_EXPECT_CLOSE(as_f32(a[0]), a_ref, tol_of(dt, dt)) << "swiglu_fwd";
+      // The backward also writes the forward's activation again (again): the
+      // same bits as swiglu_fwd's a on both paths.
       Twin da = input(dt, uniform(F, Shape{N, Fw}, rng)), dh = write(dt, Shape{N, 2 * Fw});
-      expect_paths(name_of("swiglu_bwd", dt, {N, Fw}), {&da, &h, &dh},
-                   [&](int v) { gpu().swiglu_bwd(da[v], h[v], dh[v]); });
+      Twin again = write(dt, Shape{N, Fw});
+      expect_paths(name_of("swiglu_bwd", dt, {N, Fw}), {&da, &h, &dh, &again},
+                   [&](int v) { gpu().swiglu_bwd(da[v], h[v], dh[v], again[v]); });
       HostTensor dh_ref = dh.init;
-      cpu().swiglu_bwd(da.init, h.init, dh_ref);
+      cpu().swiglu_bwd(da.init, h.init, dh_ref, Tensor());
       NMOE_EXPECT_CLOSE(as_f32(dh[0]), dh_ref, tol_of(dt, dt)) << "swiglu_bwd";
+      NMOE_EXPECT_SAME(as_f32(again[0]), as_f32(a[0])) << "swiglu_bwd's a";
     }
 }
 

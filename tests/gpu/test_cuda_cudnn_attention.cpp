@@ -122,16 +122,18 @@ TEST(CudaCudnnAttention, Deterministic) {
   }
 }
 
-// Long sequences: the backward runs over slices of the batch to bound cuDNN's
-// deterministic workspace (B=6, T=2048, H=12: two slices of 3 sequences). The
-// result must match the flash kernels (themselves checked against the CPU).
+// Many heads of long sequences: the backward runs over slices of the batch to
+// bound cuDNN's deterministic workspace (B=6, T=2048, H=48: 384 MiB per
+// sequence, two slices of 3). The result must match the flash kernels
+// (themselves checked against the CPU).
 TEST(CudaCudnnAttention, BackwardInBatchSlicesMatchesFlash) {
   NMOE_SKIP_WITHOUT_CUDNN();
-  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(16, 2048, 12), 4);
-  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(6, 2048, 12), 3);
-  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(7, 2048, 12), 1);
+  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(16, 2048, 12), 16);
+  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(32, 2048, 12), 16);
+  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(6, 2048, 48), 3);
+  EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(7, 2048, 48), 1);
   EXPECT_EQ(cuda::cudnn_attention_bwd_batch_slice(8, 256, 4), 8);
-  const int64_t B = 6, T = 2048, H = 12, Dh = 64, N = B * T;
+  const int64_t B = 6, T = 2048, H = 48, Dh = 64, N = B * T;
   std::mt19937_64 rng(11);
   const double scale = 0.125;
   auto qkv = to_bf16(rounded(uniform(F, Shape{N, 3, H, Dh}, rng, -2, 2)));

@@ -83,10 +83,13 @@ TEST(CudaMemoryBoundBench, DISABLED_SuperShapes) {
   std::printf(" SwiGLU (M = N*K rows)\n");
   {
     DevTensor h13(BF, Shape{M, 2 * Fe}), a(BF, Shape{M, Fe}), dh13(BF, Shape{M, 2 * Fe});
+    DevTensor again(BF, Shape{M, Fe});
     for (const DevTensor* t : {&h13, &a}) gpu().fill(*t, 0.01);
     report("swiglu_fwd", mean_ms([&] { gpu().swiglu_fwd(h13, a); }, 20), M * 3 * Fe * b2, ceiling);
-    report("swiglu_bwd", mean_ms([&] { gpu().swiglu_bwd(a, h13, dh13); }, 20), M * 5 * Fe * b2,
+    report("swiglu_bwd", mean_ms([&] { gpu().swiglu_bwd(a, h13, dh13, Tensor()); }, 20), M * 5 * Fe * b2,
            ceiling);
+    report("swiglu_bwd writing a", mean_ms([&] { gpu().swiglu_bwd(a, h13, dh13, again); }, 20),
+           M * 6 * Fe * b2, ceiling);
   }
 
   std::printf(" RMSNorm, RoPE\n");

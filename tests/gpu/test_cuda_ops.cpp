@@ -287,9 +287,14 @@ TEST(CudaSwiglu, ForwardBackward) {
     NMOE_EXPECT_CLOSE(da.download(), a, kTol);
     HostTensor g = uniform(F, Shape{N, Fw}, rng), dh13 = poisoned(F, Shape{N, 2 * Fw});
     DevTensor dg(g), ddh(dh13);
-    cpu().swiglu_bwd(g, h, dh13);
-    gpu().swiglu_bwd(dg, dh, ddh);
+    cpu().swiglu_bwd(g, h, dh13, Tensor());
+    gpu().swiglu_bwd(dg, dh, ddh, Tensor());
     NMOE_EXPECT_CLOSE(ddh.download(), dh13, kTol);
+    // Writing the activation again: swiglu_fwd's bits, the same gradient.
+    DevTensor again(poisoned(F, Shape{N, Fw})), ddh_again(poisoned(F, Shape{N, 2 * Fw}));
+    gpu().swiglu_bwd(dg, dh, ddh_again, again);
+    NMOE_EXPECT_SAME(again.download(), da.download());
+    NMOE_EXPECT_SAME(ddh_again.download(), ddh.download());
   }
 }
 

@@ -21,17 +21,20 @@ void swiglu_fwd_impl(const Tensor& h13, const Tensor& a, int64_t F) {
   });
 }
 
-// With s = sigmoid(h1): dh3 = da h1 s, dh1 = da h3 s (1 + h1 (1 - s)).
+// With s = sigmoid(h1): dh3 = da h1 s, dh1 = da h3 s (1 + h1 (1 - s));
+// optionally a = h1 s h3 again, as swiglu_fwd_impl forms it.
 template <class T>
-void swiglu_bwd_impl(const Tensor& da, const Tensor& h13, const Tensor& dh13, int64_t F) {
+void swiglu_bwd_impl(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a, int64_t F) {
   parallel_for(da.rows(), 8 * F, [&](int64_t n) {
     const T* h1 = h13.ptr<T>() + n * 2 * F;
     const T* h3 = h1 + F;
     const T* g = da.ptr<T>() + n * F;
     T* dh1 = dh13.ptr<T>() + n * 2 * F;
     T* dh3 = dh1 + F;
+    T* out = a.defined() ? a.ptr<T>() + n * F : nullptr;
     for (int64_t f = 0; f < F; ++f) {
       const double x = h1[f], s = sigmoid(x), up = h3[f], grad = g[f];
+      if (out) out[f] = static_cast<T>(x * s * up);
       dh3[f] = static_cast<T>(grad * x * s);
       dh1[f] = static_cast<T>(grad * up * s * (1.0 + x * (1.0 - s)));
     }
@@ -56,15 +59,17 @@ void CpuBackend::swiglu_fwd(const Tensor& h13, const Tensor& a) {
   });
 }
 
-void CpuBackend::swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13) {
+void CpuBackend::swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) {
   const char* op = "swiglu_bwd";
   const int64_t F = gate_width(op, h13);
   const int64_t N = h13.rows();
   check_matrix(op, "h13", h13, N, 2 * F);
   check_matrix(op, "da", da, N, F);
   check_matrix(op, "dh13", dh13, N, 2 * F);
-  dispatch_float(op, {{"da", da}, {"h13", h13}, {"dh13", dh13}}, [&](auto tag) {
-    swiglu_bwd_impl<decltype(tag)>(da, h13, dh13, F);
+  if (a.defined()) check_matrix(op, "a", a, N, F);
+  const Tensor same = a.defined() ? a : da;  // a's dtype must match the others'
+  dispatch_float(op, {{"da", da}, {"h13", h13}, {"dh13", dh13}, {"a", same}}, [&](auto tag) {
+    swiglu_bwd_impl<decltype(tag)>(da, h13, dh13, a, F);
   });
 }
 

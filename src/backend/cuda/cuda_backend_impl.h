@@ -90,7 +90,7 @@ class CudaBackend final : public Backend {
                      int seq_len, double scale, const Tensor& dqkv) override;
 
   void swiglu_fwd(const Tensor& h13, const Tensor& a) override;
-  void swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13) override;
+  void swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) override;
 
   void router_fwd(const Tensor& logits, const Tensor& bias, const RouterParams& p,
                   const Tensor& scores, const Tensor& idx, const Tensor& gates,

@@ -405,7 +405,7 @@ bool cudnn_attention_bwd(CudaBackend&, const ops::QkvLayout&, const void*, const
 int64_t cudnn_attention_runs(bool backward) { return g_runs[backward ? 1 : 0].load(); }
 
 int64_t cudnn_attention_bwd_batch_slice(int64_t B, int64_t T, int64_t H) {
-  constexpr int64_t kCap = int64_t(512) << 20;
+  constexpr int64_t kCap = int64_t(2) << 30;
   const int64_t per_sequence = H * T * T * 2;
   int64_t best = 1;
   for (int64_t s = 2; s <= B; ++s)

@@ -18,13 +18,15 @@ __global__ void swiglu_fwd_kernel(const T* h13, T* a, int64_t N, int64_t F) {
   }
 }
 
-// With s = sigmoid(h1): dh3 = da h1 s, dh1 = da h3 s (1 + h1 (1 - s)).
+// With s = sigmoid(h1): dh3 = da h1 s, dh1 = da h3 s (1 + h1 (1 - s)); with a
+// non-null a, also a = h1 s h3 (the forward's value: the same two products).
 template <class T>
-__global__ void swiglu_bwd_kernel(const T* da, const T* h13, T* dh13, int64_t N, int64_t F) {
+__global__ void swiglu_bwd_kernel(const T* da, const T* h13, T* dh13, T* a, int64_t N, int64_t F) {
   NMOE_GRID_STRIDE(i, N * F) {
     const int64_t n = i / F, f = i % F;
     const float x = to_f32(h13[n * 2 * F + f]), up = to_f32(h13[n * 2 * F + F + f]);
     const float s = sigmoidf(x), g = to_f32(da[i]);
+    if (a) a[i] = from_f32<T>(x * s * up);
     dh13[n * 2 * F + F + f] = from_f32<T>(g * x * s);
     dh13[n * 2 * F + f] = from_f32<T>(g * up * s * (1.f + x * (1.f - s)));
   }
@@ -50,22 +52,24 @@ __global__ void swiglu_fwd_vec_kernel(const T* h13, T* a, uint32_t cf, uint32_t 
 }
 
 template <class T>
-__global__ void swiglu_bwd_vec_kernel(const T* da, const T* h13, T* dh13, uint32_t cf,
+__global__ void swiglu_bwd_vec_kernel(const T* da, const T* h13, T* dh13, T* a, uint32_t cf,
                                       uint32_t total) {
   constexpr int V = kVec<T>;
   for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
     const uint32_t n = i / cf, c = i - n * cf;
     const uint64_t r1 = uint64_t(n) * 2 * cf + c, r3 = r1 + cf;  // chunks of h1 and h3
-    float x[V], up[V], g[V], d1[V], d3[V];
+    float x[V], up[V], g[V], d1[V], d3[V], o[V];
     unpack16<T>(reinterpret_cast<const uint4*>(h13)[r1], x);
     unpack16<T>(reinterpret_cast<const uint4*>(h13)[r3], up);
     unpack16<T>(reinterpret_cast<const uint4*>(da)[i], g);
 #pragma unroll
     for (int k = 0; k < V; ++k) {
       const float s = sigmoidf(x[k]);
+      o[k] = x[k] * s * up[k];
       d3[k] = g[k] * x[k] * s;
       d1[k] = g[k] * up[k] * s * (1.f + x[k] * (1.f - s));
     }
+    if (a) reinterpret_cast<uint4*>(a)[i] = pack16<T>(o);
     reinterpret_cast<uint4*>(dh13)[r3] = pack16<T>(d3);
     reinterpret_cast<uint4*>(dh13)[r1] = pack16<T>(d1);
   }
@@ -105,22 +109,25 @@ void CudaBackend::swiglu_fwd(const Tensor& h13, const Tensor& a) {
   });
 }
 
-void CudaBackend::swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13) {
+void CudaBackend::swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) {
   const char* op = "swiglu_bwd";
   const int64_t F = gate_width(op, h13), N = h13.rows();
   check_matrix(op, "h13", h13, N, 2 * F);
   check_matrix(op, "da", da, N, F);
   check_matrix(op, "dh13", dh13, N, 2 * F);
-  dispatch_act(op, {{"da", da}, {"h13", h13}, {"dh13", dh13}}, {}, [&](auto tag) {
+  if (a.defined()) check_matrix(op, "a", a, N, F);
+  const Tensor same = a.defined() ? a : da;  // a's dtype must match the others'
+  dispatch_act(op, {{"da", da}, {"h13", h13}, {"dh13", dh13}, {"a", same}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * F == 0) return;
-    if (swiglu_vec<T>(N, F, {da.data, h13.data, dh13.data})) {
+    T* ap = a.defined() ? a.ptr<T>() : nullptr;
+    if (swiglu_vec<T>(N, F, {da.data, h13.data, dh13.data, ap})) {
       const int64_t total = N * (F / kVec<T>);
       swiglu_bwd_vec_kernel<T><<<grid_for(total), kThreads, 0, stream()>>>(
-          da.ptr<T>(), h13.ptr<T>(), dh13.ptr<T>(), uint32_t(F / kVec<T>), uint32_t(total));
+          da.ptr<T>(), h13.ptr<T>(), dh13.ptr<T>(), ap, uint32_t(F / kVec<T>), uint32_t(total));
     } else {
       swiglu_bwd_kernel<T><<<grid_for(N * F), kThreads, 0, stream()>>>(da.ptr<T>(), h13.ptr<T>(),
-                                                                      dh13.ptr<T>(), N, F);
+                                                                      dh13.ptr<T>(), ap, N, F);
     }
     NMOE_CUDA_LAUNCHED(op);
   });
