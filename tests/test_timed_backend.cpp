@@ -255,5 +255,29 @@ TEST(TimedBackendCli, BenchOpTimes) {
   EXPECT_EQ(by_op["attention_fwd"].at("calls").get<int64_t>(), 4);  // one per layer, one step
 }
 
+// --accumulate K: K forward/backward passes per optimizer step.
+TEST(TimedBackendCli, BenchAccumulatesMicroBatches) {
+  const auto run = [](int k) {
+    const auto r = test::run_command(test::n_binary() + " bench " + test::source_dir() +
+                                     "/configs/tiny.toml --set device=cpu --set threads=2 --micro-batch 1 --seq 32"
+                                     " --steps 1 --warmup 0 --op-times --accumulate " + std::to_string(k));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::string out = r.output;
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    const nlohmann::json j = nlohmann::json::parse(out.substr(out.rfind('\n') + 1));
+    EXPECT_EQ(j.at("micro_batches_per_step"), k);
+    std::map<std::string, int64_t> calls;
+    for (const auto& o : j.at("op_times")) calls[o.at("op").get<std::string>()] = o.at("calls").get<int64_t>();
+    return calls;
+  };
+  auto one = run(1), three = run(3);
+  EXPECT_EQ(three["attention_fwd"], 3 * one["attention_fwd"]);
+  EXPECT_EQ(three["attention_bwd"], 3 * one["attention_bwd"]);
+  ASSERT_GT(one["adamw_copy"] + one["adamw"], 0);
+  EXPECT_EQ(three["adamw_copy"] + three["adamw"], one["adamw_copy"] + one["adamw"]);  // one optimizer step
+  auto bad = test::run_command(test::n_binary() + " bench " + test::source_dir() + "/configs/tiny.toml --accumulate 0");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+}
+
 }  // namespace
 }  // namespace nmoe

@@ -1,6 +1,10 @@
 // `n bench CONFIG`: training throughput on synthetic tokens, the way
 // bench/torch_moe_baseline-style scripts measure it: one micro-batch per step,
 // warm-up steps untimed, then tokens/s, ms/step, MFU and memory as one JSON line.
+// --accumulate K runs K micro-batches per optimizer step (gradient
+// accumulation, as a config whose batch_size is K micro-batches trains): the
+// optimizer's cost is shared by K micro-batches; ms_per_step is then per
+// micro-batch.
 // --op-times runs the model on a TimedBackend (ops/timed_backend.h): a table of
 // time per op over the timed steps goes to stderr and into the JSON as
 // "op_times"; the throughput of such a run is not representative (every op
@@ -32,7 +36,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     return cmd_bench_rdep(rest);
   }
   std::vector<std::string> rest;
-  int64_t micro = 16, seq = 2048, steps = 20, warmup = 5;
+  int64_t micro = 16, seq = 2048, steps = 20, warmup = 5, accumulate = 1;
   double peak_tflops = 989.0;
   bool op_times = false;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -45,12 +49,14 @@ int cmd_bench(const std::vector<std::string>& args) {
     else if (args[i] == "--steps") steps = std::stoll(value());
     else if (args[i] == "--warmup") warmup = std::stoll(value());
     else if (args[i] == "--peak-tflops") peak_tflops = std::stod(value());
+    else if (args[i] == "--accumulate") accumulate = std::stoll(value());
     else if (args[i] == "--op-times") op_times = true;
     else rest.push_back(args[i]);
   }
-  if (micro < 1 || seq < 1 || steps < 1 || warmup < 0) throw UsageError("bench sizes must be positive");
+  if (micro < 1 || seq < 1 || steps < 1 || warmup < 0 || accumulate < 1)
+    throw UsageError("bench sizes must be positive");
   ConfigArgs ca = parse_config_args(rest);
-  ca.overrides.push_back({"batch_size", std::to_string(micro)});
+  ca.overrides.push_back({"batch_size", std::to_string(micro * accumulate)});
   ca.overrides.push_back({"seq_len", std::to_string(seq)});
   ca.overrides.push_back({"micro_batch_size", std::to_string(micro)});
   Config cfg = load_config(ca.path, ca.overrides);
@@ -82,14 +88,17 @@ int cmd_bench(const std::vector<std::string>& args) {
     }
     model.zero_grads();
     model.reset_step_stats();
-    model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(count), 0.0);
-    opt.step(s, static_cast<double>(s * N));
+    for (int64_t m = 0; m < accumulate; ++m)
+      model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(count * accumulate), 0.0);
+    opt.step(s, static_cast<double>(s * N * accumulate));
   }
   std::vector<TimedBackend::Row> op_rows;
   if (timed) op_rows = timed->report(steps);
-  loss = model.read_loss_sum() / static_cast<double>(count);
+  loss = model.read_loss_sum() / static_cast<double>(count * accumulate);
   backend->synchronize();
-  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+  // Per micro-batch.
+  const double dt =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / (steps * accumulate);
   const double tps = static_cast<double>(N) / dt;
   const double fpt = model.flops_per_token();
   // Everything is allocated up front or grows once at first use and is kept,
@@ -99,6 +108,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   nlohmann::json j = {{"impl", std::string("nmoe-") + backend->name()},
                       {"config", cfg.preset},
                       {"micro_batch", micro},
+                      {"micro_batches_per_step", accumulate},
                       {"seq", seq},
                       {"ms_per_step", dt * 1e3},
                       {"tokens_per_s", tps},
