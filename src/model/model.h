@@ -187,11 +187,12 @@ class Model {
   Tensor dres_, dxn_, dattn_, dqkv_, dxf_;
   Tensor dmlp_a_, dmlp_h13_;                   // dense MLP
   Tensor dye_, dae_, dh13e_, dxe_, dgates_, dlogits_, dsh_a_, dsh_h13_;  // MoE
-  // Buffers shared by every layer instead of kept per layer: the rows
-  // dispatched into expert order (backward gathers them again from the kept
-  // input) and the SwiGLU outputs of the dense MLP, the routed and the shared
-  // experts (swiglu_bwd writes them again from the kept h13).
-  Tensor xe_, mlp_a_, ae_, sa_;
+  // Buffers shared by every layer instead of kept per layer: the router
+  // logits (the backward needs only the scores), the rows dispatched into
+  // expert order (backward gathers them again from the kept input) and the
+  // SwiGLU outputs of the dense MLP, the routed and the shared experts
+  // (swiglu_bwd writes them again from the kept h13).
+  Tensor router_logits_, xe_, mlp_a_, ae_, sa_;
   // Expert parallelism: the owner's work on one source's block, and the
   // per-source gradient leaves of this rank's experts.
   ExpertTransport* transport_ = nullptr;

@@ -132,6 +132,7 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
     work_.reserve(&dxe_, dt, Shape{M, D});
     work_.reserve(&xe_, dt, Shape{M, D});
     if (opt.world == 1) work_.reserve(&ae_, dt, Shape{M, Fe});
+    work_.reserve(&router_logits_, st, Shape{N, s.n_experts});
     work_.reserve(&dgates_, st, Shape{N, s.top_k});
     work_.reserve(&dlogits_, dt, Shape{N, s.n_experts});
     if (SF > 0) {
@@ -153,6 +154,7 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
       L->a = mlp_a_;
       continue;
     }
+    L->logits = router_logits_;
     L->xe = xe_;
     L->ae = ae_;
     L->sa = sa_;
@@ -250,7 +252,6 @@ void Model::plan_layer(Layer& L, int64_t l) {
   buffers_.reserve(&L.bias, st, Shape{E});
   buffers_.reserve(&L.counts, DType::I32, Shape{E});
   buffers_.reserve(&L.counts_eval, DType::I32, Shape{E});
-  acts_.reserve(&L.logits, st, Shape{N, E});
   acts_.reserve(&L.scores, st, Shape{N, E});
   acts_.reserve(&L.idx, DType::I32, Shape{N, K});
   acts_.reserve(&L.gates, st, Shape{N, K});
