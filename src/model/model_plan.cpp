@@ -294,7 +294,8 @@ MemoryPlan Model::memory_plan() const {
   const int64_t ce = backend_.cross_entropy_scratch_bytes(rows, opt_.ce_chunk_rows, shape_.vocab, opt_.act_dtype());
   const int64_t attn = backend_.attention_scratch_bytes(opt_.micro_batch, opt_.seq_len, shape_.n_heads,
                                                         shape_.head_dim, opt_.act_dtype());
-  m.backend_scratch = static_cast<size_t>(std::max<int64_t>(ce, 0) + std::max<int64_t>(attn, 0));
+  // The loss's and attention's scratch may be one buffer (ops/backend.h): the larger counts.
+  m.backend_scratch = static_cast<size_t>(std::max<int64_t>({ce, attn, 0}));
   return m;
 }
 

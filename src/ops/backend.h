@@ -56,7 +56,8 @@ class Backend {
   virtual int64_t device_memory_in_use() const { return -1; }
   // Device scratch the backend grows to and keeps for these ops at these sizes
   // (for the memory plan); 0 where it holds none. Cross-entropy with gradients
-  // over `rows` rows; attention forward and backward.
+  // over `rows` rows; attention forward and backward. The two never run at
+  // once and may share one buffer: the plan counts the larger.
   virtual int64_t cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
                                               DType act) const {
     return 0;

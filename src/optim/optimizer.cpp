@@ -34,15 +34,13 @@ Optimizer::Optimizer(const Config& cfg, Model& model, Comm* comm)
 // Squared global gradient norm. Canonically: one partial sum per tensor (per
 // expert for expert tensors), added in parameter order and, within an expert
 // tensor, in global expert order, so the value is the same for any rank count.
-double Optimizer::grad_norm_sq() {
+std::optional<double> Optimizer::grad_norm_sq() {
   Backend& B = model_.backend();
   ParamStore& ps = model_.params();
   B.fill(grad_norm_sq_, 0.0);
-  if (!canonical_norm_) {
+  if (!canonical_norm_) {  // stays on the device: no host sync in the step
     B.sum_squares(ps.flat_grads(), grad_norm_sq_);
-    double v = 0;
-    B.copy_to_host(&v, grad_norm_sq_);
-    return v;
+    return std::nullopt;
   }
   B.fill(partials_, 0.0);
   int64_t i = 0;
@@ -81,14 +79,25 @@ double Optimizer::grad_norm_sq() {
   return total;
 }
 
+double Optimizer::last_grad_norm() {
+  if (norm_on_device_) {
+    model_.backend().copy_to_host(&last_norm_sq_, grad_norm_sq_);
+    norm_on_device_ = false;
+  }
+  return std::sqrt(last_norm_sq_);
+}
+
 OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
   Backend& B = model_.backend();
   ParamStore& ps = model_.params();
   OptimizerStep out;
 
-  const double norm_sq = grad_norm_sq();
-  B.copy_from_host(grad_norm_sq_, &norm_sq);
-  out.grad_norm = std::sqrt(norm_sq);
+  const std::optional<double> norm_sq = grad_norm_sq();
+  norm_on_device_ = !norm_sq;
+  if (norm_sq) {
+    B.copy_from_host(grad_norm_sq_, &*norm_sq);
+    last_norm_sq_ = *norm_sq;
+  }
 
   const double scale = schedule_.scale(step, tokens_seen);
   ++adam_steps_;

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 
 #include "config/config.h"
 #include "core/arena.h"
@@ -20,7 +21,6 @@ class Comm;
 
 struct OptimizerStep {
   double lr_dense = 0, lr_expert = 0, lr_router = 0;
-  double grad_norm = 0;     // before clipping
   double bias_gamma = 0;    // router-bias step size used
 };
 
@@ -31,6 +31,11 @@ class Optimizer {
   // Applies one update from the accumulated gradients. step is 0-based and
   // tokens_seen counts tokens before this step (the schedule's inputs).
   OptimizerStep step(int64_t step, double tokens_seen);
+  // The global gradient norm (before clipping) of the last step. On one
+  // device the step leaves it on the device (AdamW reads it there for
+  // clipping), so the first call after a step waits for it: read it only
+  // when it is logged.
+  double last_grad_norm();
   int64_t adam_steps() const { return adam_steps_; }
   void set_adam_steps(int64_t n) { adam_steps_ = n; }
 
@@ -44,7 +49,11 @@ class Optimizer {
   WsdSchedule schedule_;
   std::array<Group, kNumParamGroups> groups_;
   int64_t adam_steps_ = 0;
-  double grad_norm_sq();
+  // The squared norm into grad_norm_sq_ (device); returns it when it had to
+  // come to the host anyway (several ranks, or the canonical order), else nothing.
+  std::optional<double> grad_norm_sq();
+  double last_norm_sq_ = 0;
+  bool norm_on_device_ = false;  // last_norm_sq_ not read yet
 
   Comm* comm_ = nullptr;
   bool canonical_norm_ = false;  // per-tensor partial sums in a rank-count independent order

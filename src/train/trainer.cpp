@@ -355,12 +355,13 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
       const double dt = seconds_since(t_log);
       const double tps = dt > 0 ? tokens_since_log / dt : 0.0;
       const double comm_s = transport ? transport->seconds() : 0.0;
+      const double grad_norm = optimizer.last_grad_norm();
       t_log = std::chrono::steady_clock::now();
       tokens_since_log = 0;
       std::vector<std::pair<std::string, double>> m = {
           {"train/loss", loss},
           {"train/aux_loss", aux},
-          {"train/grad_norm", os.grad_norm},
+          {"train/grad_norm", grad_norm},
           {"train/tokens_seen", tokens_seen},
           {"optimizer/lr_dense", os.lr_dense},
           {"optimizer/lr_expert", os.lr_expert},
@@ -377,7 +378,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
       router_metrics(model, m, &agg);
       if (db) db->log(res.run_id, s, m);
       const double elapsed = seconds_since(t_start) - valid_seconds;
-      out.step(s, cfg.steps, loss, os.lr_dense, os.grad_norm, tps, elapsed,
+      out.step(s, cfg.steps, loss, os.lr_dense, grad_norm, tps, elapsed,
                static_cast<double>(s - res.start_step), n_moe > 0 ? &agg : nullptr);
     }
 

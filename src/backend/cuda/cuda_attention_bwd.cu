@@ -237,7 +237,7 @@ void CudaBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Ten
     }
     NMOE_CHECK(L.B * L.H <= 65535, op, ": B*H = ", L.B * L.H, " exceeds the grid limit 65535");
     float* delta = static_cast<float*>(
-        scratch(Scratch::Partials, static_cast<size_t>(L.N * L.H) * sizeof(float)));
+        scratch(Scratch::Transient, static_cast<size_t>(L.N * L.H) * sizeof(float)));
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {
       // Tensor-core flash kernels: 16-byte vector loads need aligned rows.
       const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };

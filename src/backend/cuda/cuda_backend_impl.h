@@ -124,7 +124,9 @@ class CudaBackend final : public Backend {
 
   // ---- internals shared by the op files -------------------------------------
   // Grow-only device scratch buffers, one per purpose so one op can hold several.
-  enum class Scratch { Sort, Partials, Logits, LogitsGrad, RowLoss, Small, Attention, Count };
+  // Transient: the largest ones, which are never live at once: the
+  // cross-entropy logits chunk and the attention backward's workspace.
+  enum class Scratch { Sort, Partials, Transient, LogitsGrad, RowLoss, Small, Count };
   void* scratch(Scratch slot, size_t bytes);
   CUstream_st* stream() const { return stream_; }
   cublasContext* cublas() const { return cublas_; }

@@ -2,7 +2,7 @@
 // (third_party/cudnn_frontend, header-only). One graph per shape key
 // (B, T, H, Dh, scale, forward/backward), built at first use and cached in the
 // backend; each call binds the tensors' pointers and runs the graph on the
-// backend's stream, with the workspace from the backend's Attention scratch.
+// backend's stream, with the workspace from the backend's Transient scratch.
 //
 // Layout (ops/op_checks.h): q, k, v and dq, dk, dv are [B, H, T, Dh] views of
 // the packed [N = B*T, 3, H, Dh] rows (strides T*3*H*Dh, Dh, 3*H*Dh, 1; k and v
@@ -18,7 +18,7 @@
 // atomics, whose order (and so the rounded sum) varies from run to run; the
 // deterministic algorithm has a fixed reduction order. On Hopper it keeps dP in
 // a BF16 workspace of B*H*T*T elements (1.5 GiB at B=16, T=2048, H=12), taken
-// from the Attention scratch buffer; the backward therefore runs over slices of
+// from the Transient scratch buffer; the backward therefore runs over slices of
 // the batch (cudnn_attention_bwd_batch_slice), each sequence being independent.
 #include "backend/cuda/cuda_cudnn_attention.h"
 
@@ -272,7 +272,7 @@ void execute(CudaBackend& be, CudnnAttention& s, const CudnnAttention::Plan& pla
              const CudnnAttention::Key& k, std::unordered_map<int64_t, void*>& pack,
              const char* op) {
   void* ws = plan.workspace > 0
-                 ? be.scratch(CudaBackend::Scratch::Attention, static_cast<size_t>(plan.workspace))
+                 ? be.scratch(CudaBackend::Scratch::Transient, static_cast<size_t>(plan.workspace))
                  : nullptr;
   const fe::error_t e = plan.graph->execute(s.handle, pack, ws);
   if (e.is_bad())

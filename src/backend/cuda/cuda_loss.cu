@@ -156,7 +156,7 @@ void CudaBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& 
     const int64_t chunk = std::min(chunk_rows, N);
     NMOE_CHECK(V > 0, op, ": the vocabulary is empty");
     float* logits = static_cast<float*>(
-        scratch(Scratch::Logits, static_cast<size_t>(chunk * V) * sizeof(float)));
+        scratch(Scratch::Transient, static_cast<size_t>(chunk * V) * sizeof(float)));
     // The gradient G: F32 in place of the logits; BF16 in place too when the
     // register kernel runs (row stride 2V), else in a buffer of its own.
     const bool in_regs = ce_row_in_registers(V);
