@@ -160,7 +160,8 @@ TEST(SpeedrunWiki, PreparesALocalCorpusAndExplainsWhatIsMissing) {
   std::filesystem::copy_file(sample + "/val.txt.zst", corpus + "/enwiki.val.txt.zst");
   r = test::run_command(n_in(dir, "speedrun wiki --corpus " + corpus + small));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  expect_parts(r.output, {"preparing the Wikipedia corpus", "target reached at step 1", "recorded in LEADERBOARD.json"});
+  expect_parts(r.output,
+               {"preparing the Wikipedia corpus", "target reached at step 1", "recorded in LEADERBOARD.json"});
   const nlohmann::json board = read_json(dir / "LEADERBOARD.json");
   ASSERT_EQ(board["runs"].size(), 1u);
   EXPECT_EQ(board["runs"][0]["config"], "wiki");

@@ -94,7 +94,8 @@ void prep_wiki_corpus(const Config& cfg, const std::string& corpus_dir, const st
       "  where DIR holds the training text (*.train.txt or *.train.txt.zst) and the validation text\n"
       "  (*.val.txt[.zst]), or pass --data DIR with DIR/train and DIR/val made by `n data prep`.";
   NMOE_CHECK(!corpus_dir.empty(), "no Wikipedia corpus given and no prepared shards", how);
-  NMOE_CHECK(std::filesystem::is_directory(corpus_dir), "the Wikipedia corpus directory ", corpus_dir, " does not exist", how);
+  NMOE_CHECK(std::filesystem::is_directory(corpus_dir), "the Wikipedia corpus directory ", corpus_dir,
+             " does not exist", how);
   const std::vector<std::string> train = corpus_split_files(corpus_dir, "train"),
                                  val = corpus_split_files(corpus_dir, "val");
   NMOE_CHECK(!train.empty(), corpus_dir, " holds no training text (*.train.txt[.zst])", how);
@@ -173,8 +174,9 @@ void ensure_speedrun_data(const std::string& name, const Config& cfg, const std:
   }
   if (name == "tiny") {
     say(out, "data: preparing the shipped Wikipedia sample into " + data_dir);
-    if (!train_ok) prep_wikiextractor(cfg, {asset_path("corpus/enwiki_sample/train.txt.zst")}, "enwiki_sample", train, out);
-    if (!val_ok) prep_wikiextractor(cfg, {asset_path("corpus/enwiki_sample/val.txt.zst")}, "enwiki_sample", val, out);
+    const std::string sample = "corpus/enwiki_sample/";
+    if (!train_ok) prep_wikiextractor(cfg, {asset_path(sample + "train.txt.zst")}, "enwiki_sample", train, out);
+    if (!val_ok) prep_wikiextractor(cfg, {asset_path(sample + "val.txt.zst")}, "enwiki_sample", val, out);
     return;
   }
   if (name == "wiki") {

@@ -13,7 +13,8 @@
 namespace nmoe {
 
 struct SpeedrunOptions {
-  std::string name;                       // tiny | wiki | dense | moe | super | ultra (empty: super on a GPU, else tiny)
+  std::string name;                       // tiny | wiki | dense | moe | super | ultra
+                                          // (empty: super on a GPU, else tiny)
   std::string data_dir;                   // holds train/ and val/ shard directories; empty: the default place
   std::string corpus_dir;                 // wiki: the WikiExtractor text files to prepare the shards from
   int64_t steps = 0;                      // 0: the config's

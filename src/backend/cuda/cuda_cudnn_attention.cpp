@@ -380,10 +380,11 @@ bool cudnn_attention_bwd(CudaBackend& be, const ops::QkvLayout& L, const void* d
   // Per sequence: T rows of packed qkv (3*hd) and of out (hd); H*T statistics.
   const int64_t qkv_seq = L.T * 3 * hd, out_seq = L.T * hd, lse_seq = L.H * L.T;
   for (int64_t b = 0; b < L.B; b += slice.B) {
+    const int64_t q0 = b * qkv_seq, o0 = b * out_seq;
     std::unordered_map<int64_t, void*> pack = {
-        {kQ, at(qkv, b * qkv_seq)},   {kK, at(qkv, b * qkv_seq + hd)},   {kV, at(qkv, b * qkv_seq + 2 * hd)},
-        {kO, at(out, b * out_seq)},   {kdO, at(dout, b * out_seq)},      {kStats, const_cast<float*>(lse) + b * lse_seq},
-        {kdQ, at(dqkv, b * qkv_seq)}, {kdK, at(dqkv, b * qkv_seq + hd)}, {kdV, at(dqkv, b * qkv_seq + 2 * hd)}};
+        {kQ, at(qkv, q0)},   {kK, at(qkv, q0 + hd)},   {kV, at(qkv, q0 + 2 * hd)},
+        {kO, at(out, o0)},   {kdO, at(dout, o0)},      {kStats, const_cast<float*>(lse) + b * lse_seq},
+        {kdQ, at(dqkv, q0)}, {kdK, at(dqkv, q0 + hd)}, {kdV, at(dqkv, q0 + 2 * hd)}};
     execute(be, s, plan, k, pack, op);
   }
   g_runs[1].fetch_add(1, std::memory_order_relaxed);
