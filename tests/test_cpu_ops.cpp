@@ -395,6 +395,7 @@ TEST(CpuSwiglu, BackwardWritesTheForwardActivationAgain) {
   HostTensor h13(DType::F32, {2, 6}), g(DType::F32, {2, 3}), dh13(DType::F32, {2, 6});
   EXPECT_THROW(be.swiglu_bwd(g, h13, dh13, HostTensor(DType::F32, {2, 4})), Error);
   EXPECT_THROW(be.swiglu_bwd(g, h13, dh13, HostTensor(DType::F64, {2, 3})), Error);
+  EXPECT_THROW(be.swiglu_bwd(g, h13, dh13, Tensor(dh13.t().data, DType::F32, Shape{2, 3})), Error);  // overlaps
 }
 
 }  // namespace

@@ -168,9 +168,12 @@ TEST(SpeedrunWiki, PreparesALocalCorpusAndExplainsWhatIsMissing) {
   EXPECT_EQ(static_cast<int64_t>(board["runs"][0]["tokens"].get<double>()), 4 * 64);
   // The prepared shards are GPT-2 tokens of the sample and are reused by the next run.
   EXPECT_TRUE(fs::exists(dir / "w/wiki/data/train/manifest.json"));
-  r = test::run_command(n_in(dir, "speedrun wiki" + small));
+  r = test::run_command(n_in(dir, "speedrun wiki --corpus " + corpus + small));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  expect_parts(r.output, {"train and val ready"});
+  expect_parts(r.output, {"train and val ready; --corpus not read"});
+  r = test::run_command(n_in(dir, "speedrun tiny --corpus " + corpus));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  expect_parts(r.output, {"--corpus is for the wiki speedrun"});
 }
 
 TEST(Leaderboard, AppendsSortedAndKeepsOtherKeys) {

@@ -3,8 +3,8 @@
 // warm-up steps untimed, then tokens/s, ms/step, MFU and memory as one JSON line.
 // --accumulate K runs K micro-batches per optimizer step (gradient
 // accumulation, as a config whose batch_size is K micro-batches trains): the
-// optimizer's cost is shared by K micro-batches; ms_per_step is then per
-// micro-batch.
+// optimizer's cost is shared by K micro-batches. ms_per_step is per optimizer
+// step, ms_per_micro_batch per micro-batch (the baseline scripts' "step").
 // --op-times runs the model on a TimedBackend (ops/timed_backend.h): a table of
 // time per op over the timed steps goes to stderr and into the JSON as
 // "op_times"; the throughput of such a run is not representative (every op
@@ -96,10 +96,9 @@ int cmd_bench(const std::vector<std::string>& args) {
   if (timed) op_rows = timed->report(steps);
   loss = model.read_loss_sum() / static_cast<double>(count * accumulate);
   backend->synchronize();
-  // Per micro-batch.
-  const double dt =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / (steps * accumulate);
-  const double tps = static_cast<double>(N) / dt;
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+  const double dt_micro = dt / static_cast<double>(accumulate);
+  const double tps = static_cast<double>(N) / dt_micro;
   const double fpt = model.flops_per_token();
   // Everything is allocated up front or grows once at first use and is kept,
   // so memory in use after the steps is the run's peak.
@@ -111,6 +110,7 @@ int cmd_bench(const std::vector<std::string>& args) {
                       {"micro_batches_per_step", accumulate},
                       {"seq", seq},
                       {"ms_per_step", dt * 1e3},
+                      {"ms_per_micro_batch", dt_micro * 1e3},
                       {"tokens_per_s", tps},
                       {"gflop_per_token", fpt / 1e9},
                       {"mfu", fpt * tps / (peak_tflops * 1e12)},

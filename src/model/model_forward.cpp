@@ -1,4 +1,6 @@
-// Forward pass. Each layer keeps what its backward needs (model_layer.h).
+// Forward pass. Each layer keeps what its backward needs (model_layer.h),
+// except what the backward forms again from it (the model's shared buffers,
+// model.h).
 #include <cmath>
 
 #include "model/model_layer.h"

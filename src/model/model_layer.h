@@ -18,11 +18,12 @@ struct Model::Layer {
 
   Tensor bias, counts, counts_eval;  // router bias [E], expert counts [E_local] (I32)
 
-  // Saved activations.
+  // Saved activations (a, logits, xe, ae and sa: views of buffers shared by
+  // all layers, which the backward writes again before it reads them; model.h).
   Tensor xn1, rstd1, qkv, attn, lse, mid, xn2, rstd2;
   Tensor h13, a;                                     // dense MLP
   Tensor logits, scores, idx, gates, offsets, pos;   // router and permutation
-  Tensor xe, h13e, ae, ye;                           // routed experts (xe: the model's shared rows)
+  Tensor xe, h13e, ae, ye;                           // routed experts
   Tensor sh13, sa;                                   // shared experts
 };
 

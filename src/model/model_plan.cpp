@@ -291,11 +291,12 @@ MemoryPlan Model::memory_plan() const {
   m.workspace = work_.bytes();
   m.grads += leaves_.bytes();
   const int64_t rows = opt_.micro_batch * opt_.seq_len;
-  const int64_t ce = backend_.cross_entropy_scratch_bytes(rows, opt_.ce_chunk_rows, shape_.vocab, opt_.act_dtype());
-  const int64_t attn = backend_.attention_scratch_bytes(opt_.micro_batch, opt_.seq_len, shape_.n_heads,
-                                                        shape_.head_dim, opt_.act_dtype());
-  // The loss's and attention's scratch may be one buffer (ops/backend.h): the larger counts.
-  m.backend_scratch = static_cast<size_t>(std::max<int64_t>({ce, attn, 0}));
+  const ScratchBytes ce =
+      backend_.cross_entropy_scratch_bytes(rows, opt_.ce_chunk_rows, shape_.vocab, opt_.act_dtype());
+  const ScratchBytes attn = backend_.attention_scratch_bytes(opt_.micro_batch, opt_.seq_len, shape_.n_heads,
+                                                             shape_.head_dim, opt_.act_dtype());
+  // The loss's and attention's shared parts are one buffer (ops/backend.h): the larger counts.
+  m.backend_scratch = static_cast<size_t>(std::max({ce.shared, attn.shared, int64_t{0}}) + ce.own + attn.own);
   return m;
 }
 

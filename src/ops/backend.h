@@ -44,6 +44,12 @@ struct AdamWParams {
   double max_norm = 0;    // > 0: scale grads by min(1, max_norm / ||g||) using grad_norm_sq
 };
 
+// Bytes of device scratch an op keeps (Backend::*_scratch_bytes).
+struct ScratchBytes {
+  int64_t shared = 0;  // in the buffer the loss and attention share
+  int64_t own = 0;     // in buffers of its own
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -55,16 +61,17 @@ class Backend {
   // backend cannot tell (CPU). Differences measure what a run allocated.
   virtual int64_t device_memory_in_use() const { return -1; }
   // Device scratch the backend grows to and keeps for these ops at these sizes
-  // (for the memory plan); 0 where it holds none. Cross-entropy with gradients
-  // over `rows` rows; attention forward and backward. The two never run at
-  // once and may share one buffer: the plan counts the larger.
-  virtual int64_t cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
-                                              DType act) const {
-    return 0;
+  // (for the memory plan); none where it holds none. Cross-entropy with
+  // gradients over `rows` rows; attention forward and backward. The two never
+  // run at once: `shared` is what they may keep in one buffer (the plan counts
+  // the larger), `own` what each keeps apart.
+  virtual ScratchBytes cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
+                                                   DType act) const {
+    return {};
   }
-  virtual int64_t attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads,
-                                          int64_t head_dim, DType act) const {
-    return 0;
+  virtual ScratchBytes attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads,
+                                               int64_t head_dim, DType act) const {
+    return {};
   }
 
   // ---- memory -------------------------------------------------------------
@@ -142,7 +149,7 @@ class Backend {
   virtual void swiglu_fwd(const Tensor& h13, const Tensor& a) = 0;
   // dh13 [N, 2F] (write) from da [N,F]. When a is defined, the same pass also
   // writes a = silu(h1) * h3 [N,F], bit-identical to swiglu_fwd's (so the
-  // forward need not keep it for the backward).
+  // forward need not keep it for the backward); a must not overlap h13 or dh13.
   virtual void swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) = 0;
 
   // ---- router ---------------------------------------------------------------

@@ -331,4 +331,24 @@ void check_adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const
   if (p.max_norm > 0) check_scalar_f64(op, "grad_norm_sq", grad_norm_sq);
 }
 
+int64_t check_swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) {
+  const char* op = "swiglu_bwd";
+  NMOE_CHECK(h13.ndim() >= 1 && h13.cols() % 2 == 0, op,
+             ": h13 must be [N, 2F] with an even last dim, got ", h13.shape.str());
+  const int64_t F = h13.cols() / 2, N = h13.rows();
+  check_matrix(op, "h13", h13, N, 2 * F);
+  check_matrix(op, "da", da, N, F);
+  check_matrix(op, "dh13", dh13, N, 2 * F);
+  if (a.defined()) {
+    check_matrix(op, "a", a, N, F);
+    check_dtype(op, "a", a, da.dtype);
+    const auto overlaps = [&](const Tensor& t) {
+      const char *p = static_cast<const char*>(a.data), *q = static_cast<const char*>(t.data);
+      return p < q + t.nbytes() && q < p + a.nbytes();
+    };
+    NMOE_CHECK(!overlaps(h13) && !overlaps(dh13), op, ": a must not overlap h13 or dh13");
+  }
+  return F;
+}
+
 }  // namespace nmoe::ops

@@ -59,12 +59,12 @@ class TimedBackend final : public Backend {
   const char* name() const override { return inner_.name(); }
   std::string device_name() const override { return inner_.device_name(); }
   int64_t device_memory_in_use() const override { return inner_.device_memory_in_use(); }
-  int64_t cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
-                                      DType act) const override {
+  ScratchBytes cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
+                                           DType act) const override {
     return inner_.cross_entropy_scratch_bytes(rows, chunk_rows, vocab, act);
   }
-  int64_t attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim,
-                                  DType act) const override {
+  ScratchBytes attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim,
+                                       DType act) const override {
     return inner_.attention_scratch_bytes(batch, seq_len, heads, head_dim, act);
   }
 

@@ -169,7 +169,9 @@ void ensure_speedrun_data(const std::string& name, const Config& cfg, const std:
   std::string why_train, why_val;
   const bool train_ok = dataset_ready(train, cfg, &why_train), val_ok = dataset_ready(val, cfg, &why_val);
   if (train_ok && val_ok) {
-    say(out, "data: " + data_dir + " (train and val ready)");
+    say(out, "data: " + data_dir + " (train and val ready" +
+                 (corpus_dir.empty() ? std::string(")")
+                                     : "; --corpus not read: remove " + data_dir + " to prepare it again)"));
     return;
   }
   if (name == "tiny") {
@@ -201,6 +203,8 @@ SpeedrunResult run_speedrun(const SpeedrunOptions& opt_in) {
   SpeedrunOptions opt = opt_in;
   std::ostream* out = opt.out;
   if (opt.name.empty()) opt.name = gpu_present() ? "super" : "tiny";
+  NMOE_CHECK(opt.corpus_dir.empty() || opt.name == "wiki", "--corpus is for the wiki speedrun; the '", opt.name,
+             "' speedrun takes --data DIR with prepared shards");
   const std::string cfg_path = speedrun_config_path(opt.name);
   const std::string data_dir = opt.data_dir.empty() ? opt.work_dir + "/" + opt.name + "/data" : opt.data_dir;
 

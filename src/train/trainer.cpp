@@ -352,10 +352,10 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     res.losses.push_back(loss);
 
     if (s == 1 || s % cfg.log_every == 0 || s == cfg.steps) {
+      const double grad_norm = optimizer.last_grad_norm();  // waits for the step: inside the interval
       const double dt = seconds_since(t_log);
       const double tps = dt > 0 ? tokens_since_log / dt : 0.0;
       const double comm_s = transport ? transport->seconds() : 0.0;
-      const double grad_norm = optimizer.last_grad_norm();
       t_log = std::chrono::steady_clock::now();
       tokens_since_log = 0;
       std::vector<std::pair<std::string, double>> m = {

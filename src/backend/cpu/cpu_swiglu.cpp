@@ -61,14 +61,8 @@ void CpuBackend::swiglu_fwd(const Tensor& h13, const Tensor& a) {
 
 void CpuBackend::swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) {
   const char* op = "swiglu_bwd";
-  const int64_t F = gate_width(op, h13);
-  const int64_t N = h13.rows();
-  check_matrix(op, "h13", h13, N, 2 * F);
-  check_matrix(op, "da", da, N, F);
-  check_matrix(op, "dh13", dh13, N, 2 * F);
-  if (a.defined()) check_matrix(op, "a", a, N, F);
-  const Tensor same = a.defined() ? a : da;  // a's dtype must match the others'
-  dispatch_float(op, {{"da", da}, {"h13", h13}, {"dh13", dh13}, {"a", same}}, [&](auto tag) {
+  const int64_t F = ops::check_swiglu_bwd(da, h13, dh13, a);
+  dispatch_float(op, {{"da", da}, {"h13", h13}, {"dh13", dh13}}, [&](auto tag) {
     swiglu_bwd_impl<decltype(tag)>(da, h13, dh13, a, F);
   });
 }

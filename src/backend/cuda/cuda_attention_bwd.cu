@@ -208,14 +208,14 @@ void launch_bwd(const char* op, cudaStream_t stream, const QkvLayout& L, const T
 
 }  // namespace
 
-// BF16 on cuDNN: its deterministic backward's workspace, B*H*T*T BF16 values
-// at these shapes (cuda_cudnn_attention.cpp); otherwise the kernels' delta
-// (one float per row and head).
-int64_t CudaBackend::attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads,
-                                             int64_t head_dim, DType act) const {
+// BF16 on cuDNN: its deterministic backward's workspace, slice*H*T*T BF16
+// values for the batch slices it runs (cuda_cudnn_attention.cpp); otherwise
+// the kernels' delta (one float per row and head). Both in the Transient buffer.
+ScratchBytes CudaBackend::attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads,
+                                                  int64_t head_dim, DType act) const {
   if (act == DType::BF16 && cudnn_attention_selected("attention_bwd", head_dim))
-    return cudnn_attention_bwd_batch_slice(batch, seq_len, heads) * heads * seq_len * seq_len * 2;
-  return batch * seq_len * heads * 4;
+    return {cudnn_attention_bwd_batch_slice(batch, seq_len, heads) * heads * seq_len * seq_len * 2, 0};
+  return {batch * seq_len * heads * 4, 0};
 }
 
 void CudaBackend::attention_bwd(const Tensor& dout, const Tensor& qkv, const Tensor& out,

@@ -51,10 +51,10 @@ class CudaBackend final : public Backend {
   const char* name() const override;
   std::string device_name() const override;
   int64_t device_memory_in_use() const override;
-  int64_t cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
-                                      DType act) const override;
-  int64_t attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim,
-                                  DType act) const override;
+  ScratchBytes cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
+                                           DType act) const override;
+  ScratchBytes attention_scratch_bytes(int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim,
+                                       DType act) const override;
 
   void* alloc(size_t bytes) override;
   void free(void* p) override;

@@ -407,6 +407,8 @@ int64_t cudnn_attention_runs(bool backward) { return g_runs[backward ? 1 : 0].lo
 
 int64_t cudnn_attention_bwd_batch_slice(int64_t B, int64_t T, int64_t H) {
   constexpr int64_t kCap = int64_t(2) << 30;
+  // A slice's statistics start b*H*T floats in: 16-byte aligned only when H*T % 4 == 0.
+  if ((H * T) % 4 != 0) return B;
   const int64_t per_sequence = H * T * T * 2;
   int64_t best = 1;
   for (int64_t s = 2; s <= B; ++s)

@@ -39,7 +39,8 @@ bool cudnn_attention_bwd(CudaBackend& be, const ops::QkvLayout& L, const void* d
 // The backward runs over slices of this many sequences, so that the
 // deterministic algorithm's workspace (B*H*T*T BF16 values on Hopper) stays
 // under 2 GiB: the largest divisor of B that fits, at least 1 (B=16, T=2048,
-// H=12 runs whole; smaller slices cost time: 15% at 4 sequences).
+// H=12 runs whole; smaller slices cost time: 15% at 4 sequences). B when
+// H*T % 4 != 0 (a slice's statistics would not be 16-byte aligned for cuDNN).
 int64_t cudnn_attention_bwd_batch_slice(int64_t B, int64_t T, int64_t H);
 
 // Calls of the forward (backward) op that ran on cuDNN in this process.

@@ -131,13 +131,13 @@ __global__ void ce_sum_kernel(const double* row_loss, int64_t N, double* loss_su
 // The scratch cross_entropy grows below: F32 logits of one chunk, their
 // gradient in the activation dtype (F32, or BF16 rows held in registers: in
 // place over the logits; else a separate buffer), a loss per row.
-int64_t CudaBackend::cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
-                                                 DType act) const {
+ScratchBytes CudaBackend::cross_entropy_scratch_bytes(int64_t rows, int64_t chunk_rows, int64_t vocab,
+                                                      DType act) const {
   const int64_t chunk = std::max<int64_t>(std::min(chunk_rows, rows), 0);
-  int64_t bytes = chunk * vocab * 4 + rows * 8;
+  ScratchBytes b{chunk * vocab * 4, rows * 8};  // logits (Transient), row losses
   if (act != DType::F32 && !ce_row_in_registers(vocab))
-    bytes += chunk * vocab * static_cast<int64_t>(dtype_size(act));
-  return bytes;
+    b.own += chunk * vocab * static_cast<int64_t>(dtype_size(act));
+  return b;
 }
 
 void CudaBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& targets,
