@@ -331,12 +331,24 @@ void check_adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const
   if (p.max_norm > 0) check_scalar_f64(op, "grad_norm_sq", grad_norm_sq);
 }
 
-int64_t check_swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) {
-  const char* op = "swiglu_bwd";
+namespace {
+int64_t gate_width(const char* op, const Tensor& h13) {
   NMOE_CHECK(h13.ndim() >= 1 && h13.cols() % 2 == 0, op,
              ": h13 must be [N, 2F] with an even last dim, got ", h13.shape.str());
-  const int64_t F = h13.cols() / 2, N = h13.rows();
-  check_matrix(op, "h13", h13, N, 2 * F);
+  check_matrix(op, "h13", h13, h13.rows(), h13.cols());
+  return h13.cols() / 2;
+}
+}  // namespace
+
+int64_t check_swiglu_fwd(const Tensor& h13, const Tensor& a) {
+  const int64_t F = gate_width("swiglu_fwd", h13);
+  check_matrix("swiglu_fwd", "a", a, h13.rows(), F);
+  return F;
+}
+
+int64_t check_swiglu_bwd(const Tensor& da, const Tensor& h13, const Tensor& dh13, const Tensor& a) {
+  const char* op = "swiglu_bwd";
+  const int64_t F = gate_width(op, h13), N = h13.rows();
   check_matrix(op, "da", da, N, F);
   check_matrix(op, "dh13", dh13, N, 2 * F);
   if (a.defined()) {

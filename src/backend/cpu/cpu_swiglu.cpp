@@ -41,19 +41,11 @@ void swiglu_bwd_impl(const Tensor& da, const Tensor& h13, const Tensor& dh13, co
   });
 }
 
-int64_t gate_width(const char* op, const Tensor& h13) {
-  NMOE_CHECK(h13.ndim() >= 1 && h13.cols() % 2 == 0, op,
-             ": h13 must be [N, 2F] with an even last dim, got ", h13.shape.str());
-  return h13.cols() / 2;
-}
-
 }  // namespace
 
 void CpuBackend::swiglu_fwd(const Tensor& h13, const Tensor& a) {
   const char* op = "swiglu_fwd";
-  const int64_t F = gate_width(op, h13);
-  check_matrix(op, "h13", h13, h13.rows(), 2 * F);
-  check_matrix(op, "a", a, h13.rows(), F);
+  const int64_t F = ops::check_swiglu_fwd(h13, a);
   dispatch_float(op, {{"h13", h13}, {"a", a}}, [&](auto tag) {
     swiglu_fwd_impl<decltype(tag)>(h13, a, F);
   });

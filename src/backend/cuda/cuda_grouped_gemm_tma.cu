@@ -28,6 +28,7 @@ namespace {
 using namespace gg;
 
 constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 3;
+static_assert(kBK == 64, "wgmma_k64_tile issues 64-deep k-tiles");
 constexpr int kConsumers = 256, kThreads = kConsumers + 32;  // two warpgroups + a producer warp
 constexpr int kTileBytes = kBM * kBK * 2;                    // 16 KiB
 constexpr int kStageBytes = 2 * kTileBytes;
@@ -161,12 +162,7 @@ __global__ void __maxnreg__(112)
         asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
       }
     }
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-    for (int ks = 0; ks < kBK / 16; ++ks)
-      wgmma_m64n128k16<AK ? 0 : 1, BK ? 0 : 1>(acc, slice_desc<AK>(ta, wg * 64, ks),
-                                               slice_desc<BK>(tb, 0, ks));
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    wgmma_k64_tile<AK, BK>(acc, ta, tb, wg);
     asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
     // The wgmma of k-slice kt - 1 is done: hand its stage back to the producer.
     if (kt > 0 && lane == 0) mbar_arrive(empty0 + 8 * ((kt - 1) % kStages));

@@ -25,6 +25,7 @@ namespace {
 using namespace gg;
 
 constexpr int kBM = 128, kBN = 128, kBK = 64, kThreads = 256;
+static_assert(kBK == 64, "wgmma_k64_tile issues 64-deep k-tiles");
 constexpr int kTileBytes = kBM * kBK * 2;                // one operand tile, 16 KiB
 constexpr int kStageBytes = 2 * kTileBytes;              // A and B
 
@@ -110,12 +111,7 @@ __global__ void __launch_bounds__(kThreads, Pipe<Overlap>::kBlocksPerSm)
     if (next < k_tiles) load_stage(next % kStages, k_begin + static_cast<int64_t>(next) * kBK);
     cp_async_commit();
     const uint32_t ta = base + (kt % kStages) * kStageBytes, tb = ta + kTileBytes;
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#pragma unroll
-    for (int ks = 0; ks < kBK / 16; ++ks)
-      wgmma_m64n128k16<AK ? 0 : 1, BK ? 0 : 1>(acc, slice_desc<AK>(ta, wg * 64, ks),
-                                               slice_desc<BK>(tb, 0, ks));
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+    wgmma_k64_tile<AK, BK>(acc, ta, tb, wg);
     if constexpr (Overlap) asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
     else asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   }

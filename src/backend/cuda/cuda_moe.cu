@@ -10,6 +10,14 @@ using namespace cuda;
 
 namespace {
 
+// Whether a row position from moe_plan lies in [0, slots); a bad one is
+// reported (by the thread named `reports`) and skipped by the caller.
+__device__ __forceinline__ bool pos_in_range(int32_t p, int64_t slots, bool reports, int* err) {
+  if (p >= 0 && p < slots) return true;
+  if (reports) report_error(err, kErrPosRange);
+  return false;
+}
+
 // Slot ids checked, histogram (integer atomics) and slot numbers 0..slots-1.
 __global__ void plan_count_kernel(const int32_t* idx, int64_t slots, int E, int32_t* hist,
                                   int32_t* slot_ids, int* err) {
@@ -41,10 +49,7 @@ __global__ void dispatch_kernel(const T* x, const int32_t* pos, int64_t slots, i
   NMOE_GRID_STRIDE(i, slots * D) {
     const int64_t slot = i / D, d = i % D;
     const int32_t p = pos[slot];
-    if (p < 0 || p >= slots) {
-      if (d == 0) report_error(err, kErrPosRange);
-      continue;
-    }
+    if (!pos_in_range(p, slots, d == 0, err)) continue;
     xe[int64_t(p) * D + d] = x[(slot / K) * D + d];
   }
 }
@@ -59,10 +64,7 @@ __global__ void dispatch_bwd_kernel(const T* dxe, const int32_t* pos, int64_t N,
     float acc = to_f32(dx[i]);
     for (int k = 0; k < K; ++k) {
       const int32_t p = pos[t * K + k];
-      if (p < 0 || p >= slots) {
-        report_error(err, kErrPosRange);
-        continue;
-      }
+      if (!pos_in_range(p, slots, true, err)) continue;
       acc += to_f32(dxe[int64_t(p) * D + d]);
     }
     dx[i] = from_f32<T>(acc);
@@ -79,10 +81,7 @@ __global__ void combine_kernel(const T* ye, const int32_t* pos, const float* gat
     float acc = to_f32(out[i]);
     for (int k = 0; k < K; ++k) {
       const int32_t p = pos[t * K + k];
-      if (p < 0 || p >= slots) {
-        report_error(err, kErrPosRange);
-        continue;
-      }
+      if (!pos_in_range(p, slots, true, err)) continue;
       acc += gates[t * K + k] * to_f32(ye[int64_t(p) * D + d]);
     }
     out[i] = from_f32<T>(acc);
@@ -100,10 +99,7 @@ __global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* po
   for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
        slot += warps) {
     const int32_t p = pos[slot];
-    if (p < 0 || p >= slots) {
-      if (lane == 0) report_error(err, kErrPosRange);
-      continue;
-    }
+    if (!pos_in_range(p, slots, lane == 0, err)) continue;
     const T* g = dout + (slot / K) * D;
     const T* y = ye + int64_t(p) * D;
     T* dy = dye + int64_t(p) * D;
@@ -154,10 +150,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       for (int k = 0; k < K; ++k) {
         const int32_t p = pos[t * K + k];
-        if (p < 0 || p >= slots) {
-          if (lane == 0) report_error(err, kErrPosRange);
-          continue;
-        }
+        if (!pos_in_range(p, slots, lane == 0, err)) continue;
         uint4* dst = reinterpret_cast<uint4*>(xe) + int64_t(p) * C;
 #pragma unroll
         for (int u = 0; u < U; ++u) {
@@ -190,10 +183,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       for (int k = 0; k < K; ++k) {
         const int32_t p = pos[t * K + k];
-        if (p < 0 || p >= slots) {
-          if (lane == 0) report_error(err, kErrPosRange);
-          continue;
-        }
+        if (!pos_in_range(p, slots, lane == 0, err)) continue;
         const float g = kGated ? gates[t * K + k] : 0.f;
         const uint4* srow = reinterpret_cast<const uint4*>(src) + int64_t(p) * C;
         uint4 v[U];
@@ -237,10 +227,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
        slot += warps) {
     const int32_t p = pos[slot];
-    if (p < 0 || p >= slots) {
-      if (lane == 0) report_error(err, kErrPosRange);
-      continue;
-    }
+    if (!pos_in_range(p, slots, lane == 0, err)) continue;
     const uint4* grow = reinterpret_cast<const uint4*>(dout) + (slot / K) * C;
     const uint4* yrow = reinterpret_cast<const uint4*>(ye) + int64_t(p) * C;
     uint4* drow = reinterpret_cast<uint4*>(dye) + int64_t(p) * C;

@@ -81,19 +81,11 @@ bool swiglu_vec(int64_t N, int64_t F, std::initializer_list<const void*> ptrs) {
   return vec_ok<T>({F}, ptrs) && N * (F / kVec<T>) <= INT32_MAX;
 }
 
-int64_t gate_width(const char* op, const Tensor& h13) {
-  NMOE_CHECK(h13.ndim() >= 1 && h13.cols() % 2 == 0, op,
-             ": h13 must be [N, 2F] with an even last dim, got ", h13.shape.str());
-  return h13.cols() / 2;
-}
-
 }  // namespace
 
 void CudaBackend::swiglu_fwd(const Tensor& h13, const Tensor& a) {
   const char* op = "swiglu_fwd";
-  const int64_t F = gate_width(op, h13), N = h13.rows();
-  check_matrix(op, "h13", h13, N, 2 * F);
-  check_matrix(op, "a", a, N, F);
+  const int64_t F = ops::check_swiglu_fwd(h13, a), N = h13.rows();
   dispatch_act(op, {{"h13", h13}, {"a", a}}, {}, [&](auto tag) {
     using T = decltype(tag);
     if (N * F == 0) return;

@@ -40,6 +40,18 @@ __device__ __forceinline__ uint64_t slice_desc(uint32_t tile, int row0, int ks) 
   else return make_desc(tile + (row0 / 64) * 8192 + ks * 2048, 8192, 1024);
 }
 
+// One staged 64-deep k-tile (A at ta, B at tb; K-major or not per AK / BK):
+// the warpgroup's four m64n128k16 wgmma, committed as one group. The caller
+// waits for the group (wgmma.wait_group) when it needs the stage back.
+template <bool AK, bool BK>
+__device__ __forceinline__ void wgmma_k64_tile(float (&acc)[64], uint32_t ta, uint32_t tb, int wg) {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks)
+    wgmma_m64n128k16<AK ? 0 : 1, BK ? 0 : 1>(acc, slice_desc<AK>(ta, wg * 64, ks), slice_desc<BK>(tb, 0, ks));
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+
 // Stores a warpgroup's m64n128 accumulators (rows wg * 64.. of the tile).
 // Accumulator i of a thread: row 16 * warp + lane / 4 (+8 for i % 4 >= 2),
 // column 8 * (i / 4) + 2 * (lane % 4) + i % 2.
