@@ -124,7 +124,7 @@ TEST(ConfigDefaults, MinimalFileKeepsDefaultsAndSetsWorldSize) {
 
 TEST(ConfigKeys, SortedUniqueAndComplete) {
   const auto& keys = nmoe::config_keys();
-  EXPECT_EQ(keys.size(), 87u);
+  EXPECT_EQ(keys.size(), 88u);
   EXPECT_TRUE(std::is_sorted(keys.begin(), keys.end()));
   EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()).size(), keys.size());
   EXPECT_THAT(keys, testing::Contains("lr_dense"));
@@ -486,6 +486,7 @@ std::vector<ValidationCase> validation_cases() {
       {{"validation_enabled=true"}, {"validation_enabled", "validation_data_path"}},
       {{"target_loss=3.28"}, {"target_loss", "validation_enabled"}},
       {{"device=tpu"}, {"device must be one of"}},
+      {{"expert_grad_dtype=fp16"}, {"expert_grad_dtype must be one of", "fp32", "bf16"}},
       {{"threads=-1"}, {"threads"}},
       {{"eval_budget_max_examples=-1"}, {"eval_budget_max_examples"}},
       {{"eval_budget_max_time_s=-1"}, {"eval_budget_max_time_s"}},

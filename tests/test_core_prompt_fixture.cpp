@@ -118,7 +118,9 @@ TEST(CorePromptFixture, PromptsAndSpansMatchPython) {
                                                    << describe_difference(prompts[i], want_prompts[i]);
       // Spans are checked on nmoe's own prompts, so a prompt difference does not hide a span one.
       const PreparedExample p = prepare_example(task, prompts, data[idx].gold, encode, bos, max_len);
-      if (!fe.at("gold").is_null()) EXPECT_EQ(p.gold, fe.at("gold").get<int>());
+      if (!fe.at("gold").is_null()) {
+        EXPECT_EQ(p.gold, fe.at("gold").get<int>());
+      }
       const bool want_error = fe.at("error").get<bool>();
       EXPECT_EQ(!p.error.empty(), want_error)
           << "nmoe: '" << p.error << "', python: '" << fe.at("error_reason").get<std::string>() << "'";

@@ -87,6 +87,7 @@ struct Config {
   std::string device = "auto";  // auto | cpu | cuda
   int64_t threads = 0;          // CPU threads; 0 = all cores
   bool recompute_attention = false;  // recompute attention in backward instead of keeping its activations
+  std::string expert_grad_dtype = "fp32";  // fp32 | bf16 (GPU): storage of the routed experts' gradients
 
   // ---- checkpointing ----
   std::string checkpoint_dir = "/data/checkpoints";

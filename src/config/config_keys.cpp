@@ -83,6 +83,7 @@ std::vector<KeySpec> build_key_specs() {
       {"device", &Config::device, OP},
       {"threads", &Config::threads, OP},
       {"recompute_attention", &Config::recompute_attention, OP},
+      {"expert_grad_dtype", &Config::expert_grad_dtype, FP},
       // checkpointing
       {"checkpoint_dir", &Config::checkpoint_dir, OP},
       {"checkpoint_every", &Config::checkpoint_every, OP},

@@ -254,6 +254,7 @@ void validate_run(const Config& c) {
             "enable validation or remove target_loss");
   }
   require_one_of(c.device, "device", {"auto", "cpu", "cuda"});
+  require_one_of(c.expert_grad_dtype, "expert_grad_dtype", {"fp32", "bf16"});
   require_at_least<int64_t>(c.threads, 0, "threads");
   require_one_of(c.eval_mode, "eval_mode", {"inline", "reserved_gpu"});
   require_at_least<int64_t>(c.eval_every, 0, "eval_every");

@@ -41,6 +41,10 @@ struct ModelOptions {
   // optimizer step when it differs from dtype, e.g. BF16 on the GPU).
   std::optional<DType> compute_dtype;
   DType act_dtype() const { return compute_dtype.value_or(dtype); }
+  // The expert group's gradients (BF16 halves their memory and traffic on the
+  // GPU; every other gradient stays in dtype).
+  std::optional<DType> expert_grad_dtype;
+  DType expert_grad_dt() const { return expert_grad_dtype.value_or(dtype); }
   int64_t micro_batch = 1;   // sequences per forward
   int64_t seq_len = 1;
   int rank = 0, world = 1;   // expert sharding: this rank holds E/world experts (see set_transport)

@@ -98,7 +98,10 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
   lm_head_ = &params_.add({"lm_head.weight", Shape{s.vocab, D}, ParamGroup::DenseNoDecay,
                            InitKind::TruncNormal, 1.0 / std::sqrt(static_cast<double>(D))});
   if (opt.shard_optimizer_state) params_.set_moment_shard(opt.rank, opt.world);
-  params_.allocate(backend_, opt.dtype, opt.act_dtype());
+  NMOE_CHECK(opt.expert_grad_dt() == opt.dtype || opt.expert_grad_dt() == opt.act_dtype(),
+             "expert gradients in ", dtype_name(opt.expert_grad_dt()), " need ", dtype_name(opt.expert_grad_dt()),
+             " compute (the CUDA backend with dtype = \"bf16\"); set expert_grad_dtype = \"fp32\"");
+  params_.allocate(backend_, opt.dtype, opt.act_dtype(), opt.expert_grad_dt());
 
   // Activations and workspace in the compute dtype; statistics (rstd, lse,
   // router scores and gates) in the master dtype.
@@ -277,7 +280,7 @@ void Model::plan_expert_parallel() {
   if (!opt_.exact_accumulation) return;  // expert gradients accumulate in place
   expert_leaves_.resize(opt_.world);
   const int64_t n = params_.group(ParamGroup::Expert).size();
-  for (Tensor& t : expert_leaves_) leaves_.reserve(&t, opt_.dtype, Shape{n});
+  for (Tensor& t : expert_leaves_) leaves_.reserve(&t, opt_.expert_grad_dt(), Shape{n});
 }
 
 MemoryPlan Model::memory_plan() const {

@@ -56,7 +56,9 @@ void Model::init_weights(uint64_t seed) {
   sync_compute_weights();
 }
 
-void Model::zero_grads() { backend_.fill(params_.flat_grads(), 0.0); }
+void Model::zero_grads() {
+  for (const Tensor& t : params_.grad_buffers()) backend_.fill(t, 0.0);
+}
 
 void Model::reset_step_stats() {
   backend_.fill(loss_sum_, 0.0);

@@ -94,7 +94,34 @@ void ParamStore::sync_compute(Backend& backend) {
   if (flat_c_.defined()) backend.convert(flat_c_, flat_w_);
 }
 
-void ParamStore::allocate(Backend& backend, DType dtype, DType compute_dtype) {
+const Tensor& ParamStore::flat_grads() const {
+  NMOE_CHECK(!split_grads(), "the expert gradients (", dtype_name(flat_ge_.dtype),
+             ") and the other gradients (", dtype_name(flat_g_.dtype), ") are in separate buffers");
+  return flat_g_;
+}
+
+Tensor ParamStore::grads(int64_t begin, int64_t end) const {
+  NMOE_CHECK(flat_g_.defined(), "gradients read before allocation");
+  NMOE_CHECK(0 <= begin && begin <= end && end <= total_, "gradient range [", begin, ", ", end,
+             ") outside [0, ", total_, ")");
+  if (!split_grads()) return flat_g_.slice(begin, end);
+  const int64_t ex_end = group(ParamGroup::Expert).end;
+  if (end <= ex_end) return flat_ge_.slice(begin, end);
+  NMOE_CHECK(begin >= ex_end, "gradient range [", begin, ", ", end, ") crosses the end of the expert group (",
+             ex_end, "), whose gradients are in a buffer of their own");
+  return flat_g_.slice(begin - ex_end, end - ex_end);
+}
+
+std::vector<Tensor> ParamStore::grad_buffers() const {
+  if (!split_grads()) return {flat_g_};
+  return {flat_ge_, flat_g_};
+}
+
+DType ParamStore::grad_dtype(ParamGroup g) const {
+  return g == ParamGroup::Expert && split_grads() ? flat_ge_.dtype : flat_g_.dtype;
+}
+
+void ParamStore::allocate(Backend& backend, DType dtype, DType compute_dtype, DType expert_grad_dtype) {
   int64_t off = 0;
   for (int gi = 0; gi < kNumParamGroups; ++gi) {
     groups_[gi].begin = off;
@@ -113,8 +140,11 @@ void ParamStore::allocate(Backend& backend, DType dtype, DType compute_dtype) {
   shard_bounds_.resize(shard_world_ + 1);
   for (int r = 0; r <= shard_world_; ++r) shard_bounds_[r] = dense.begin + blocks * r / shard_world_ * kParamAlign;
   const int64_t n_moments = group(ParamGroup::Expert).size() + shard().size();
+  const int64_t ex_end = group(ParamGroup::Expert).end;
+  const bool split = expert_grad_dtype != dtype && ex_end > 0;
   w_arena_.reserve(&flat_w_, dtype, Shape{total_});
-  g_arena_.reserve(&flat_g_, dtype, Shape{total_});
+  if (split) g_arena_.reserve(&flat_ge_, expert_grad_dtype, Shape{ex_end});
+  g_arena_.reserve(&flat_g_, dtype, Shape{split ? total_ - ex_end : total_});
   mv_arena_.reserve(&flat_m_, dtype, Shape{n_moments});
   mv_arena_.reserve(&flat_v_, dtype, Shape{n_moments});
   if (compute_dtype != dtype) c_arena_.reserve(&flat_c_, compute_dtype, Shape{total_});
@@ -122,11 +152,12 @@ void ParamStore::allocate(Backend& backend, DType dtype, DType compute_dtype) {
   g_arena_.allocate(backend);
   mv_arena_.allocate(backend);
   if (compute_dtype != dtype) c_arena_.allocate(backend);
-  for (const Tensor* t : {&flat_w_, &flat_g_, &flat_m_, &flat_v_}) backend.fill(*t, 0.0);
+  for (const Tensor* t : {&flat_w_, &flat_m_, &flat_v_}) backend.fill(*t, 0.0);
+  for (const Tensor& t : grad_buffers()) backend.fill(t, 0.0);
   for (Param& p : params_) {
     int64_t n = p.spec.shape.numel();
     p.w = flat_w_.slice(p.offset, p.offset + n).view(p.spec.shape);
-    p.g = flat_g_.slice(p.offset, p.offset + n).view(p.spec.shape);
+    p.g = grads(p.offset, p.offset + n).view(p.spec.shape);
     p.wc = flat_c_.defined() ? flat_c_.slice(p.offset, p.offset + n).view(p.spec.shape) : p.w;
   }
   if (flat_c_.defined()) backend.fill(flat_c_, 0.0);

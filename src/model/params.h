@@ -10,6 +10,10 @@
 // holds the moments of its experts and of its dense shard only. The moment
 // buffers are then [expert group | this rank's dense shard]; moments() maps a
 // flat element range into them. Without a shard they cover the whole buffer.
+//
+// The expert group's gradients may be stored in another dtype than the rest
+// (BF16 on the GPU, expert_grad_dtype): they then live in a buffer of their
+// own, and grads() maps a flat element range into the right one.
 #pragma once
 
 #include <array>
@@ -60,8 +64,12 @@ class ParamStore {
   // (call before allocate; world 1 keeps every moment).
   void set_moment_shard(int rank, int world);
   // Lays out and allocates params, grads and both moments in dtype and, when
-  // compute_dtype differs, a compute copy of the weights (refreshed by sync_compute).
-  void allocate(Backend& backend, DType dtype, DType compute_dtype);
+  // compute_dtype differs, a compute copy of the weights (refreshed by
+  // sync_compute). The expert group's gradients are in expert_grad_dtype.
+  void allocate(Backend& backend, DType dtype, DType compute_dtype, DType expert_grad_dtype);
+  void allocate(Backend& backend, DType dtype, DType compute_dtype) {
+    allocate(backend, dtype, compute_dtype, dtype);
+  }
   // Refreshes the compute copy from the master weights (no-op without a copy).
   void sync_compute(Backend& backend);
   bool has_compute_copy() const { return flat_c_.defined(); }
@@ -75,7 +83,15 @@ class ParamStore {
   int64_t count(ParamGroup g) const;
 
   const Tensor& flat_params() const { return flat_w_; }
-  const Tensor& flat_grads() const { return flat_g_; }
+  // Every gradient in one buffer; only when all share one dtype (split_grads() false).
+  const Tensor& flat_grads() const;
+  // The gradients of flat elements [begin, end), a 1-D view; with split
+  // gradients the range must lie on one side of the expert group's end.
+  Tensor grads(int64_t begin, int64_t end) const;
+  // The buffers holding every gradient: one, or the expert group's and the rest's.
+  std::vector<Tensor> grad_buffers() const;
+  bool split_grads() const { return flat_ge_.defined(); }
+  DType grad_dtype(ParamGroup g) const;
   // The compute copy of flat_params() (undefined without one).
   const Tensor& flat_compute() const { return flat_c_; }
   Tensor group_slice(const Tensor& flat, ParamGroup g) const;
@@ -114,7 +130,9 @@ class ParamStore {
   int64_t total_ = 0;
   int shard_rank_ = 0, shard_world_ = 1;
   std::vector<int64_t> shard_bounds_;
-  Tensor flat_w_, flat_g_, flat_m_, flat_v_, flat_c_;
+  // flat_g_ holds [0, numel()) or, with split gradients, [group(Expert).end,
+  // numel()); flat_ge_ then holds the expert group's.
+  Tensor flat_w_, flat_g_, flat_ge_, flat_m_, flat_v_, flat_c_;
   Arena w_arena_{"params"}, g_arena_{"grads"}, mv_arena_{"optimizer"}, c_arena_{"compute-weights"};
 };
 

@@ -39,7 +39,7 @@ std::optional<double> Optimizer::grad_norm_sq() {
   ParamStore& ps = model_.params();
   B.fill(grad_norm_sq_, 0.0);
   if (!canonical_norm_) {  // stays on the device: no host sync in the step
-    B.sum_squares(ps.flat_grads(), grad_norm_sq_);
+    for (const Tensor& g : ps.grad_buffers()) B.sum_squares(g, grad_norm_sq_);
     return std::nullopt;
   }
   B.fill(partials_, 0.0);
@@ -124,12 +124,12 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
     p.step = adam_steps_;
     p.max_norm = cfg_.grad_clip;
     if (fused_copy) {
-      B.adamw_copy(ps.flat_params().slice(own.begin, own.end), ps.flat_grads().slice(own.begin, own.end),
+      B.adamw_copy(ps.flat_params().slice(own.begin, own.end), ps.grads(own.begin, own.end),
                    ps.m(own.begin, own.end), ps.v(own.begin, own.end), p, grad_norm_sq_,
                    ps.flat_compute().slice(own.begin, own.end));
       copied += own.size();
     } else {
-      B.adamw(ps.flat_params().slice(own.begin, own.end), ps.flat_grads().slice(own.begin, own.end),
+      B.adamw(ps.flat_params().slice(own.begin, own.end), ps.grads(own.begin, own.end),
               ps.m(own.begin, own.end), ps.v(own.begin, own.end), p, grad_norm_sq_);
     }
   }

@@ -74,26 +74,21 @@ struct GradAccumulator::Stream {
   }
 };
 
-namespace {
-Tensor flat_range(const Tensor& flat, int64_t begin, int64_t end) {
-  return Tensor(static_cast<char*>(flat.data) + begin * dtype_size(flat.dtype), flat.dtype, Shape{end - begin});
-}
-}  // namespace
-
 GradAccumulator::GradAccumulator(Model& model, Comm* comm, bool exact)
     : model_(model), B_(model.backend()), comm_(comm), exact_(exact) {
   const ParamStore& ps = model.params();
-  const Tensor& flat = ps.flat_grads();
   NMOE_CHECK(!exact || !model.expert_parallel() || model.has_expert_grad_leaves(),
              "exact accumulation under expert parallelism needs the model's per-source expert gradients");
   if (exact && model.expert_parallel()) {
     const GroupRange ex = ps.group(ParamGroup::Expert);
     NMOE_CHECK(ex.begin == 0, "the expert group must come first in the flat buffers");
-    streams_.push_back(std::make_unique<Stream>(B_, flat_range(flat, ex.end, ps.numel())));
+    streams_.push_back(std::make_unique<Stream>(B_, ps.grads(ex.end, ps.numel())));
+    n_own_ = 1;
     for (int s = 0; s < comm->world(); ++s)
       streams_.push_back(std::make_unique<Stream>(B_, model.expert_grad_leaf(s)));
   } else {
-    streams_.push_back(std::make_unique<Stream>(B_, flat));
+    for (const Tensor& g : ps.grad_buffers()) streams_.push_back(std::make_unique<Stream>(B_, g));
+    n_own_ = streams_.size();
   }
 }
 
@@ -104,7 +99,7 @@ void GradAccumulator::begin_step() {
     s->reset();
     B_.fill(s->region, 0.0);
   }
-  if (streams_.size() > 1) model_.zero_grads();
+  if (streams_.size() > n_own_) model_.zero_grads();
 }
 
 void GradAccumulator::begin_leaf() {
@@ -121,23 +116,23 @@ void GradAccumulator::end_leaf() {
 void GradAccumulator::finish() {
   if (exact_)
     for (auto& s : streams_) s->fold();
-  if (streams_.size() > 1) {
+  if (streams_.size() > n_own_) {
     // This rank's experts: the sum over source ranks, in the tree order.
     const int W = comm_->world();
     std::vector<Tensor> parts;
-    for (int s = 0; s < W; ++s) parts.push_back(streams_[1 + s]->region);
+    for (int s = 0; s < W; ++s) parts.push_back(streams_[n_own_ + s]->region);
     for (int stride = 1; stride < W; stride *= 2)
       for (int k = 0; k + stride < W; k += 2 * stride) B_.add(parts[k], parts[k], parts[k + stride], 1.0);
     const ParamStore& ps = model_.params();
     const GroupRange ex = ps.group(ParamGroup::Expert);
-    B_.copy(flat_range(ps.flat_grads(), ex.begin, ex.end), parts[0]);
+    B_.copy(ps.grads(ex.begin, ex.end), parts[0]);
   }
   // Every parameter outside this rank's experts is replicated: sum over ranks.
   if (comm_ && comm_->world() > 1) {
     const ParamStore& ps = model_.params();
     const GroupRange ex = ps.group(ParamGroup::Expert);
-    const Tensor dense = model_.expert_parallel() ? flat_range(ps.flat_grads(), ex.end, ps.numel()) : ps.flat_grads();
-    comm_->all_reduce_sum(dense, "dense gradient all-reduce");
+    // (Without expert parallelism there are no experts: ex.end is 0.)
+    comm_->all_reduce_sum(ps.grads(ex.end, ps.numel()), "dense gradient all-reduce");
   }
 }
 

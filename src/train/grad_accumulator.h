@@ -40,7 +40,10 @@ class GradAccumulator {
   Backend& B_;
   Comm* comm_;
   bool exact_;
-  std::vector<std::unique_ptr<Stream>> streams_;  // [0]: this rank's own gradients; then one per source
+  // This rank's own gradients (one stream per gradient buffer, or the
+  // replicated ones only under expert parallelism); then one per source rank.
+  std::vector<std::unique_ptr<Stream>> streams_;
+  size_t n_own_ = 0;
 };
 
 }  // namespace nmoe

@@ -201,6 +201,11 @@ ModelOptions model_options(const Config& cfg, const Backend& backend) {
              "Blackwell paths); set dtype = \"bf16\"");
   if (gpu) mo.compute_dtype = DType::BF16;
   mo.recompute_attention = cfg.recompute_attention;
+  if (cfg.expert_grad_dtype == "bf16") {
+    NMOE_CHECK(gpu, "expert_grad_dtype = \"bf16\" needs the CUDA backend (the CPU backend keeps every gradient ",
+               "in fp32); set expert_grad_dtype = \"fp32\"");
+    mo.expert_grad_dtype = DType::BF16;
+  }
   // The CPU backend sums micro-batches in the fixed tree order, so results do
   // not depend on the rank count; the GPU accumulates in place (memory).
   mo.exact_accumulation = !gpu;

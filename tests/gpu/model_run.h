@@ -4,6 +4,7 @@
 // fixed weights and random router biases.
 #pragma once
 
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -40,11 +41,33 @@ struct ModelRun {
   std::vector<std::vector<int32_t>> experts;
 };
 
+// Every gradient as F32 in flat order (BF16 expert gradients widened).
+inline std::vector<float> read_grads(Backend& be, const ParamStore& ps) {
+  std::vector<float> out(ps.numel());
+  int64_t at = 0;
+  for (const Tensor& buf : ps.grad_buffers()) {
+    if (buf.dtype == DType::F32) {
+      be.copy_to_host(out.data() + at, buf);
+    } else {
+      std::vector<uint16_t> bits(buf.numel());
+      be.copy_to_host(bits.data(), buf);
+      for (size_t i = 0; i < bits.size(); ++i) {
+        const uint32_t w = uint32_t(bits[i]) << 16;
+        std::memcpy(&out[at + i], &w, 4);
+      }
+    }
+    at += buf.numel();
+  }
+  return out;
+}
+
 inline ModelRun run_model(Backend& be, const Config& cfg, bool bf16, const std::vector<int32_t>& tok,
-                   const std::vector<int32_t>& tgt, std::vector<Param>* params_out) {
+                   const std::vector<int32_t>& tgt, std::vector<Param>* params_out,
+                   DType expert_grads = DType::F32) {
   ModelOptions o;
   o.dtype = DType::F32;
   if (bf16) o.compute_dtype = DType::BF16;
+  o.expert_grad_dtype = expert_grads;
   o.micro_batch = cfg.batch_size;
   o.seq_len = cfg.seq_len;
   o.ce_chunk_rows = 24;
@@ -66,8 +89,7 @@ inline ModelRun run_model(Backend& be, const Config& cfg, bool bf16, const std::
   ModelRun r;
   r.loss = m.read_loss_sum() / static_cast<double>(count);
   r.aux = m.read_aux_sum();
-  r.grads.resize(m.params().numel());
-  be.copy_to_host(r.grads.data(), m.params().flat_grads());
+  r.grads = read_grads(be, m.params());
   for (int64_t l = 0; l < n_moe; ++l) r.experts.push_back(m.read_expert_indices(l));
   if (params_out)
     for (const Param& p : m.params().all()) params_out->push_back(p);

@@ -493,6 +493,57 @@ TEST(CudaVectorPaths, Swiglu) {
     }
 }
 
+// ---- optimizer on BF16 gradients (expert_grad_dtype = "bf16") ---------------------------------
+TEST(CudaBf16, SumSquaresOfBf16) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(35);
+  for (int64_t n : {1, 1001, 3000017}) {
+    Arg x = rnd(BF, Shape{n}, rng);
+    HostTensor want = scalar(0.25);
+    DevTensor got(want);
+    cpu().sum_squares(x.h, want);
+    gpu().sum_squares(x, got);
+    NMOE_EXPECT_CLOSE(got.download(), want, 1e-10) << "n " << n;
+  }
+}
+
+// AdamW of F32 weights and moments from BF16 gradients: the CPU reference on
+// the same (bf16-exact) gradient values; adamw_copy (fused, any alignment)
+// gives the same bytes as adamw followed by convert.
+TEST(CudaBf16, AdamWFromBf16Gradients) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  std::mt19937_64 rng(36);
+  for (int64_t n : {1, 7, 100003}) {
+    for (double max_norm : {0.0, 0.5}) {
+      Arg g = rnd(BF, Shape{n}, rng);
+      HostTensor p = uniform(F, Shape{n}, rng), m = uniform(F, Shape{n}, rng, -0.1, 0.1);
+      HostTensor v = uniform(F, Shape{n}, rng, 0, 0.01), gns = scalar(0.7);
+      DevTensor dp(p), dm(m), dv(v), dgns(gns), p2(p), m2(m), v2(v);
+      DevTensor c1(BF, Shape{n}), c2(BF, Shape{n});
+      c1.poison();
+      c2.poison();
+      AdamWParams a;
+      a.lr = 3e-3;
+      a.weight_decay = 0.1;
+      a.max_norm = max_norm;
+      for (int64_t step = 1; step <= 2; ++step) {
+        a.step = step;
+        cpu().adamw(p, g.h, m, v, a, gns);
+        gpu().adamw(dp, g, dm, dv, a, dgns);
+        gpu().adamw_copy(p2, g, m2, v2, a, dgns, c2);
+      }
+      gpu().convert(c1, dp);
+      NMOE_EXPECT_CLOSE(dp.download(), p, kTol) << "n " << n << " max_norm " << max_norm;
+      NMOE_EXPECT_CLOSE(dm.download(), m, kTol) << "n " << n;
+      NMOE_EXPECT_CLOSE(dv.download(), v, kTol) << "n " << n;
+      EXPECT_TRUE(p2.download().bytes_equal(dp.download())) << "adamw_copy weights, n " << n;
+      EXPECT_TRUE(m2.download().bytes_equal(dm.download())) << "adamw_copy m, n " << n;
+      EXPECT_TRUE(v2.download().bytes_equal(dv.download())) << "adamw_copy v, n " << n;
+      EXPECT_TRUE(down(c2).bytes_equal(down(c1))) << "adamw_copy's copy, n " << n;
+    }
+  }
+}
+
 // ---- whole model ----------------------------------------------------------------------------
 TEST(CudaBf16Model, ForwardBackwardNearCpuF32) {
   NMOE_SKIP_WITHOUT_CUDA();
@@ -577,6 +628,83 @@ TEST(CudaBf16Model, OptimizerStepRefreshesComputeCopy) {
     EXPECT_GT(changed, 0) << "step " << step;
     EXPECT_EQ(wrong, 0) << "step " << step << ": compute copy elements that are not the rounded weights";
   }
+}
+
+// BF16 expert gradients (expert_grad_dtype = "bf16"): each weight-gradient
+// GEMM adds its fp32 sum once into zeroed gradients, so every expert gradient
+// is the fp32 run's value rounded to BF16 and every other number is unchanged.
+TEST(CudaBf16Model, Bf16ExpertGradientsAreTheF32OnesRounded) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  Config cfg = load_config_string(kMoeToml, "gpu_model_bf16_eg", {});
+  std::vector<int32_t> tok, tgt;
+  make_batch(cfg, tok, tgt);
+  std::vector<Param> params;
+  const ModelRun f32 = run_model(gpu(), cfg, true, tok, tgt, &params);
+  const ModelRun b16 = run_model(gpu(), cfg, true, tok, tgt, nullptr, BF);
+  EXPECT_EQ(std::memcmp(&f32.loss, &b16.loss, sizeof(double)), 0);
+  EXPECT_EQ(f32.experts, b16.experts);
+  ASSERT_EQ(f32.grads.size(), b16.grads.size());
+  int64_t experts = 0;
+  for (const Param& p : params) {
+    const bool expert = p.spec.group == ParamGroup::Expert;
+    experts += expert;
+    int64_t wrong = 0, nonzero = 0;
+    for (int64_t i = p.offset; i < p.offset + p.spec.shape.numel(); ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &f32.grads[i], 4);
+      if (expert) bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16;  // round to nearest even
+      float want;
+      std::memcpy(&want, &bits, 4);
+      wrong += std::memcmp(&want, &b16.grads[i], 4) != 0;
+      nonzero += b16.grads[i] != 0;
+    }
+    EXPECT_EQ(wrong, 0) << p.spec.name;
+    EXPECT_GT(nonzero, 0) << p.spec.name;
+  }
+  EXPECT_GT(experts, 0);
+}
+
+// Training steps with BF16 expert gradients: the optimizer reads them from
+// their own buffer (norm, clipping, fused AdamW with the compute copy), and
+// the losses follow the fp32-gradient run's closely.
+TEST(CudaBf16Model, Bf16ExpertGradientsTrain) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  Config cfg = load_config_string(kMoeToml, "gpu_model_bf16_eg_train",
+                                  {{"grad_clip", "0.5"}, {"lr_expert", "3e-3"}, {"lr_dense", "3e-3"}});
+  std::vector<int32_t> tok, tgt;
+  make_batch(cfg, tok, tgt);
+  std::vector<double> losses[2];
+  double norms[2] = {0, 0};
+  for (int run = 0; run < 2; ++run) {
+    ModelOptions o;
+    o.dtype = F;
+    o.compute_dtype = BF;
+    if (run == 1) o.expert_grad_dtype = BF;
+    o.micro_batch = cfg.batch_size;
+    o.seq_len = cfg.seq_len;
+    Model m(cfg, gpu(), o);
+    m.init_weights(5);
+    ASSERT_EQ(m.params().split_grads(), run == 1);
+    Optimizer opt(cfg, m);
+    for (int64_t step = 0; step < 6; ++step) {
+      m.zero_grads();
+      m.reset_step_stats();
+      m.forward_backward(tok.data(), tgt.data(), 1.0 / static_cast<double>(tok.size()), 0.0);
+      losses[run].push_back(m.read_loss_sum() / static_cast<double>(tok.size()));
+      opt.step(step, static_cast<double>(step * tok.size()));
+      if (step == 0) norms[run] = opt.last_grad_norm();
+    }
+  }
+  std::printf("[bf16 expert grads] first grad norm %.6f vs %.6f; losses", norms[1], norms[0]);
+  for (size_t i = 0; i < losses[0].size(); ++i) std::printf(" %.5f/%.5f", losses[1][i], losses[0][i]);
+  std::printf("\n");
+  EXPECT_NEAR(norms[1], norms[0], 1e-2 * norms[0]);
+  EXPECT_EQ(losses[0][0], losses[1][0]);  // the first forward precedes any update
+  for (size_t i = 1; i < losses[0].size(); ++i) {
+    EXPECT_TRUE(std::isfinite(losses[1][i]));
+    EXPECT_NEAR(losses[1][i], losses[0][i], 1e-2 * losses[0][i]) << "step " << i;
+  }
+  EXPECT_LT(losses[1].back(), losses[1].front() - 0.05) << "training did not lower the loss";
 }
 
 TEST(CudaBf16Model, Deterministic) {

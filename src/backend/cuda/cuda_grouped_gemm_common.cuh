@@ -132,7 +132,8 @@ __device__ bool tile_work(const GroupedGemmArgs& p, TileWork& w) {
 // accumulation is a fire-and-forget vector reduction in L2 (red.add): the
 // epilogue never waits for the old values. Each element receives exactly one
 // add per launch, so the result does not depend on timing (fp32 round to
-// nearest; subnormal results flush to zero).
+// nearest; subnormal results flush to zero). BF16 outputs take a bf16x2
+// reduction the same way.
 template <bool Accumulate, class OutT>
 __device__ __forceinline__ void store_pair(OutT* c, float v0, float v1) {
   if constexpr (sizeof(OutT) == 4) {
@@ -141,13 +142,13 @@ __device__ __forceinline__ void store_pair(OutT* c, float v0, float v1) {
     else
       *reinterpret_cast<float2*>(c) = make_float2(v0, v1);
   } else {
-    __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(c);
-    if constexpr (Accumulate) {
-      const __nv_bfloat162 old = *p;
-      v0 += __low2float(old);
-      v1 += __high2float(old);
-    }
-    *p = __floats2bfloat162_rn(v0, v1);
+    const __nv_bfloat162 v = __floats2bfloat162_rn(v0, v1);
+    if constexpr (Accumulate)  // BF16 gradients: the pair is rounded, then added and rounded again
+      asm volatile("red.global.add.noftz.bf16x2 [%0], %1;\n" ::"l"(c),
+                   "r"(*reinterpret_cast<const uint32_t*>(&v))
+                   : "memory");
+    else
+      *reinterpret_cast<__nv_bfloat162*>(c) = v;
   }
 }
 

@@ -59,8 +59,9 @@ __device__ __forceinline__ float adamw_element(float param, float grad, float& m
   return p;
 }
 
-template <class T>
-__global__ void adamw_kernel(T* param, const T* grad, T* m, T* v, int64_t n, AdamCoef c,
+// Gradients may be stored in BF16 (expert_grad_dtype) while the rest is F32.
+template <class T, class G>
+__global__ void adamw_kernel(T* param, const G* grad, T* m, T* v, int64_t n, AdamCoef c,
                              const double* grad_norm_sq) {
   const float clip = adamw_clip(c, grad_norm_sq);
   NMOE_GRID_STRIDE(i, n) {
@@ -72,16 +73,28 @@ __global__ void adamw_kernel(T* param, const T* grad, T* m, T* v, int64_t n, Ada
   }
 }
 
+// Four consecutive gradients: one 16-byte (F32) or 8-byte (BF16) load.
+__device__ __forceinline__ float4 load_grad4(const float* g, int64_t i) {
+  return reinterpret_cast<const float4*>(g)[i];
+}
+__device__ __forceinline__ float4 load_grad4(const __nv_bfloat16* g, int64_t i) {
+  const uint2 u = reinterpret_cast<const uint2*>(g)[i];
+  const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162*>(&u.x);
+  const __nv_bfloat162 hi = *reinterpret_cast<const __nv_bfloat162*>(&u.y);
+  return make_float4(__low2float(lo), __high2float(lo), __low2float(hi), __high2float(hi));
+}
+
 // AdamW on fp32 weights that also writes their bf16 copy (as convert rounds).
 // Element by element from `first` (any alignment) ...
-__global__ void adamw_copy_kernel(float* param, const float* grad, float* m, float* v,
+template <class G>
+__global__ void adamw_copy_kernel(float* param, const G* grad, float* m, float* v,
                                   __nv_bfloat16* copy, int64_t first, int64_t n, AdamCoef c,
                                   const double* grad_norm_sq) {
   const float clip = adamw_clip(c, grad_norm_sq);
   NMOE_GRID_STRIDE(j, n - first) {
     const int64_t i = first + j;
     float m1 = m[i], v1 = v[i];
-    const float p = adamw_element(param[i], grad[i], m1, v1, c, clip);
+    const float p = adamw_element(param[i], to_f32(grad[i]), m1, v1, c, clip);
     m[i] = m1;
     v[i] = v1;
     param[i] = p;
@@ -90,12 +103,14 @@ __global__ void adamw_copy_kernel(float* param, const float* grad, float* m, flo
 }
 
 // ... or 4 elements per thread over the first 4 * n4: 16-byte loads and
-// stores of the fp32 buffers, 8 bytes of the copy (16- and 8-byte aligned).
-__global__ void adamw_copy4_kernel(float4* param, const float4* grad, float4* m, float4* v,
+// stores of the fp32 buffers, 8 bytes of the copy and of BF16 gradients
+// (16- and 8-byte aligned).
+template <class G>
+__global__ void adamw_copy4_kernel(float4* param, const G* grad, float4* m, float4* v,
                                    uint2* copy, int64_t n4, AdamCoef c, const double* grad_norm_sq) {
   const float clip = adamw_clip(c, grad_norm_sq);
   NMOE_GRID_STRIDE(i, n4) {
-    const float4 p4 = param[i], g4 = grad[i];
+    const float4 p4 = param[i], g4 = load_grad4(grad, i);
     float4 m4 = m[i], v4 = v[i];
     float4 o;
     o.x = adamw_element(p4.x, g4.x, m4.x, v4.x, c, clip);
@@ -133,7 +148,8 @@ AdamCoef adam_coef(const AdamWParams& p) {
 void CudaBackend::sum_squares(const Tensor& x, const Tensor& out) {
   const char* op = "sum_squares";
   ops::check_sum_squares(x, out);
-  dispatch_float(op, {{"x", x}}, [&](auto tag) {
+  // F32 everywhere; BF16 for gradients stored in BF16 (expert_grad_dtype).
+  auto run = [&](auto tag) {
     using T = decltype(tag);
     const int64_t n = x.numel();
     if (n == 0) return;
@@ -145,7 +161,13 @@ void CudaBackend::sum_squares(const Tensor& x, const Tensor& out) {
     NMOE_CUDA_LAUNCHED(op);
     sumsq_final_kernel<<<1, kMaxPartials, 0, stream()>>>(partial, blocks, out.ptr<double>());
     NMOE_CUDA_LAUNCHED(op);
-  });
+  };
+  if (x.dtype == DType::BF16) {
+    check_data(op, "x", x);
+    run(__nv_bfloat16{});
+  } else {
+    dispatch_float(op, {{"x", x}}, run);
+  }
 }
 
 void CudaBackend::adamw(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
@@ -154,12 +176,21 @@ void CudaBackend::adamw(const Tensor& param, const Tensor& grad, const Tensor& m
   ops::check_adamw(param, grad, m, v, p, grad_norm_sq);
   const int64_t n = param.numel();
   const AdamCoef c = adam_coef(p);
+  const double* gns = p.max_norm > 0 ? grad_norm_sq.ptr<double>() : nullptr;
+  if (grad.dtype == DType::BF16) {  // BF16 gradients of F32 weights
+    common_float_dtype(op, {{"param", param}, {"m", m}, {"v", v}});
+    check_data(op, "grad", grad);
+    if (n == 0) return;
+    adamw_kernel<float, __nv_bfloat16><<<grid_for(n), kThreads, 0, stream()>>>(
+        param.ptr<float>(), grad.ptr<__nv_bfloat16>(), m.ptr<float>(), v.ptr<float>(), n, c, gns);
+    NMOE_CUDA_LAUNCHED(op);
+    return;
+  }
   dispatch_float(op, {{"param", param}, {"grad", grad}, {"m", m}, {"v", v}}, [&](auto tag) {
     using T = decltype(tag);
     if (n == 0) return;
-    adamw_kernel<T><<<grid_for(n), kThreads, 0, stream()>>>(
-        param.ptr<T>(), grad.ptr<T>(), m.ptr<T>(), v.ptr<T>(), n, c,
-        p.max_norm > 0 ? grad_norm_sq.ptr<double>() : nullptr);
+    adamw_kernel<T, T><<<grid_for(n), kThreads, 0, stream()>>>(param.ptr<T>(), grad.ptr<T>(), m.ptr<T>(),
+                                                                v.ptr<T>(), n, c, gns);
     NMOE_CUDA_LAUNCHED(op);
   });
 }
@@ -168,7 +199,8 @@ void CudaBackend::adamw_copy(const Tensor& param, const Tensor& grad, const Tens
                              const Tensor& v, const AdamWParams& p, const Tensor& grad_norm_sq,
                              const Tensor& param_copy) {
   const char* op = "adamw_copy";
-  const bool fused = param.dtype == DType::F32 && grad.dtype == DType::F32 &&
+  const bool bf16_grad = grad.dtype == DType::BF16;
+  const bool fused = param.dtype == DType::F32 && (grad.dtype == DType::F32 || bf16_grad) &&
                      m.dtype == DType::F32 && v.dtype == DType::F32 &&
                      param_copy.dtype == DType::BF16;
   if (!fused) return Backend::adamw_copy(param, grad, m, v, p, grad_norm_sq, param_copy);
@@ -181,23 +213,29 @@ void CudaBackend::adamw_copy(const Tensor& param, const Tensor& grad, const Tens
   const AdamCoef c = adam_coef(p);
   const double* gns = p.max_norm > 0 ? grad_norm_sq.ptr<double>() : nullptr;
   auto* copy = param_copy.ptr<__nv_bfloat16>();
-  int64_t done = 0;
-  if (is_aligned16(param.data) && is_aligned16(grad.data) && is_aligned16(m.data) &&
-      is_aligned16(v.data) && (reinterpret_cast<uintptr_t>(copy) & 7u) == 0 && n >= 4) {
-    const int64_t n4 = n / 4;
-    adamw_copy4_kernel<<<grid_for(n4), kThreads, 0, stream()>>>(
-        static_cast<float4*>(param.data), static_cast<const float4*>(grad.data),
-        static_cast<float4*>(m.data), static_cast<float4*>(v.data), reinterpret_cast<uint2*>(copy),
-        n4, c, gns);
-    NMOE_CUDA_LAUNCHED(op);
-    done = n4 * 4;
-  }
-  if (done < n) {
-    adamw_copy_kernel<<<grid_for(n - done), kThreads, 0, stream()>>>(
-        param.ptr<float>(), grad.ptr<float>(), m.ptr<float>(), v.ptr<float>(), copy, done, n, c,
-        gns);
-    NMOE_CUDA_LAUNCHED(op);
-  }
+  auto run = [&](auto grad_tag) {
+    using G = decltype(grad_tag);
+    const G* g = grad.ptr<G>();
+    const uintptr_t grad_align = sizeof(G) == 4 ? 15u : 7u;
+    int64_t done = 0;
+    if (is_aligned16(param.data) && (reinterpret_cast<uintptr_t>(g) & grad_align) == 0 &&
+        is_aligned16(m.data) && is_aligned16(v.data) && (reinterpret_cast<uintptr_t>(copy) & 7u) == 0 &&
+        n >= 4) {
+      const int64_t n4 = n / 4;
+      adamw_copy4_kernel<G><<<grid_for(n4), kThreads, 0, stream()>>>(
+          static_cast<float4*>(param.data), g, static_cast<float4*>(m.data), static_cast<float4*>(v.data),
+          reinterpret_cast<uint2*>(copy), n4, c, gns);
+      NMOE_CUDA_LAUNCHED(op);
+      done = n4 * 4;
+    }
+    if (done < n) {
+      adamw_copy_kernel<G><<<grid_for(n - done), kThreads, 0, stream()>>>(
+          param.ptr<float>(), g, m.ptr<float>(), v.ptr<float>(), copy, done, n, c, gns);
+      NMOE_CUDA_LAUNCHED(op);
+    }
+  };
+  if (bf16_grad) run(__nv_bfloat16{});
+  else run(float{});
 }
 
 }  // namespace nmoe
