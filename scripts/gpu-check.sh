@@ -114,28 +114,28 @@ fi
 # baseline (when BASELINE points at torch_moe_baseline.py), same GPU, same call.
 if [ "${BENCH:-0}" = 1 ]; then
   echo
-  echo "| impl | config | tokens/s | ms per micro-batch | MFU |"
-  echo "|---|---|---|---|---|"
+  echo "| impl | config | tokens/s | ms per micro-batch | MFU | peak memory GiB |"
+  echo "|---|---|---|---|---|---|"
   for cfg in dense moe super; do
     timeout 150 .gpu/bin/n bench "configs/speedrun/$cfg.toml" --set device=cuda --micro-batch 16 --seq 2048 \
       --steps "${BENCH_STEPS:-3}" --warmup 1 > "$OUT/bench_$cfg.json" 2> "$OUT/bench_$cfg.err" || true
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"| nmoe | $cfg | {d['tokens_per_s']:.0f} | {d['ms_per_micro_batch']:.1f} | {d['mfu']:.3f} |\")" \
-      "$OUT/bench_$cfg.json" 2>/dev/null || echo "| nmoe | $cfg | failed: $(tail -c 200 "$OUT/bench_$cfg.err" | tr '\n' ' ') | | |"
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"| nmoe | $cfg | {d['tokens_per_s']:.0f} | {d['ms_per_micro_batch']:.1f} | {d['mfu']:.3f} | {d['measured_mem_gib']:.2f} (plan {d['planned_mem_gib']:.2f}) |\")" \
+      "$OUT/bench_$cfg.json" 2>/dev/null || echo "| nmoe | $cfg | failed: $(tail -c 200 "$OUT/bench_$cfg.err" | tr '\n' ' ') | | | |"
     # BENCH_ACCUMULATE=K: also K micro-batches per optimizer step (the speedrun
     # configs' batch_size is 16 micro-batches of 16 x 2048), ms per micro-batch.
     if [ -n "${BENCH_ACCUMULATE:-}" ]; then
       timeout 150 .gpu/bin/n bench "configs/speedrun/$cfg.toml" --set device=cuda --micro-batch 16 --seq 2048 \
         --steps 2 --warmup 1 --accumulate "$BENCH_ACCUMULATE" > "$OUT/bench_${cfg}_acc.json" 2> "$OUT/bench_${cfg}_acc.err" || true
-      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"| nmoe, $BENCH_ACCUMULATE micro-batches per step | $cfg | {d['tokens_per_s']:.0f} | {d['ms_per_micro_batch']:.1f} | {d['mfu']:.3f} |\")" \
-        "$OUT/bench_${cfg}_acc.json" 2>/dev/null || echo "| nmoe, accumulated | $cfg | failed: $(tail -c 200 "$OUT/bench_${cfg}_acc.err" | tr '\n' ' ') | | |"
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"| nmoe, $BENCH_ACCUMULATE micro-batches per step | $cfg | {d['tokens_per_s']:.0f} | {d['ms_per_micro_batch']:.1f} | {d['mfu']:.3f} | {d['measured_mem_gib']:.2f} |\")" \
+        "$OUT/bench_${cfg}_acc.json" 2>/dev/null || echo "| nmoe, accumulated | $cfg | failed: $(tail -c 200 "$OUT/bench_${cfg}_acc.err" | tr '\n' ' ') | | | |"
     fi
     if [ -n "${BASELINE:-}" ]; then
       for mode in ${BASELINE_MODES:-eager --compile}; do
         [ "$mode" = eager ] && mode=""
         timeout 200 python3 "$BASELINE" --config "$cfg" --micro-batch 16 --steps 10 --warmup 3 $mode \
           > "$OUT/torch_${cfg}${mode}.json" 2>/dev/null || true
-        python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(f\"| {d['impl']} | $cfg | {d['tokens_per_s']} | {d['ms_per_step']} | {d['mfu']} |\")" \
-          "$OUT/torch_${cfg}${mode}.json" 2>/dev/null || echo "| pytorch$mode | $cfg | failed | | |"
+        python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print(f\"| {d['impl']} | $cfg | {d['tokens_per_s']} | {d['ms_per_step']} | {d['mfu']} | {d['peak_mem_gib']} |\")" \
+          "$OUT/torch_${cfg}${mode}.json" 2>/dev/null || echo "| pytorch$mode | $cfg | failed | | | |"
       done
     fi
   done

@@ -46,14 +46,16 @@ __device__ __forceinline__ float adamw_clip(const AdamCoef& c, const double* gra
 }
 
 // One element: m, v updated in place, the new parameter returned. Shared by
-// every AdamW kernel, so fused or not they compute the same bits.
+// every AdamW kernel, and written with explicitly rounded operations (which
+// the compiler never contracts into FMAs differently per kernel), so fused or
+// not, from F32 or BF16 gradients, they compute the same bits.
 __device__ __forceinline__ float adamw_element(float param, float grad, float& m, float& v,
                                                const AdamCoef& c, float clip) {
-  const float g = grad * clip;
-  const float m1 = c.b1 * m + (1.f - c.b1) * g;
-  const float v1 = c.b2 * v + (1.f - c.b2) * g * g;
-  float p = param * c.decay;
-  p -= c.step_size * m1 / (sqrtf(v1) * c.inv_sqrt_bc2 + c.eps);
+  const float g = __fmul_rn(grad, clip);
+  const float m1 = __fadd_rn(__fmul_rn(c.b1, m), __fmul_rn(1.f - c.b1, g));
+  const float v1 = __fadd_rn(__fmul_rn(c.b2, v), __fmul_rn(__fmul_rn(1.f - c.b2, g), g));
+  const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(v1), c.inv_sqrt_bc2), c.eps);
+  const float p = __fsub_rn(__fmul_rn(param, c.decay), __fdiv_rn(__fmul_rn(c.step_size, m1), denom));
   m = m1;
   v = v1;
   return p;
