@@ -26,6 +26,30 @@ __global__ void sumsq_partial_kernel(const T* x, int64_t n, double* partial) {
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
+// Stage 1 from 16-byte chunks (x 16-byte aligned): chunk c holds elements
+// [c * kVec<T>, (c + 1) * kVec<T>); the chunks past `chunks` and the tail
+// elements [tail, n) go to the scalar loop. Each block's set of elements, and
+// the order it adds them in, depend only on n.
+template <class T>
+__global__ void sumsq_partial_vec_kernel(const T* x, int64_t n, double* partial) {
+  __shared__ double red[32];
+  constexpr int V = kVec<T>;
+  const int64_t chunks = n / V;
+  double acc = 0;
+  NMOE_GRID_STRIDE(c, chunks) {
+    float f[V];
+    unpack16<T>(reinterpret_cast<const uint4*>(x)[c], f);
+#pragma unroll
+    for (int k = 0; k < V; ++k) acc += double(f[k]) * f[k];
+  }
+  for (int64_t i = chunks * V + blockIdx.x * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const double v = to_f32(x[i]);
+    acc += v * v;
+  }
+  acc = block_sum(acc, red);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
 // Stage 2: out += sum of the partials (one block of kMaxPartials threads).
 __global__ void sumsq_final_kernel(const double* partial, int blocks, double* out) {
   __shared__ double red[32];
@@ -159,7 +183,10 @@ void CudaBackend::sum_squares(const Tensor& x, const Tensor& out) {
         kMaxPartials, (n + kThreads * kElemsPerThread - 1) / (kThreads * kElemsPerThread)));
     double* partial =
         static_cast<double*>(scratch(Scratch::Small, kMaxPartials * sizeof(double)));
-    sumsq_partial_kernel<T><<<blocks, kThreads, 0, stream()>>>(x.ptr<T>(), n, partial);
+    if (is_aligned16(x.data))
+      sumsq_partial_vec_kernel<T><<<blocks, kThreads, 0, stream()>>>(x.ptr<T>(), n, partial);
+    else
+      sumsq_partial_kernel<T><<<blocks, kThreads, 0, stream()>>>(x.ptr<T>(), n, partial);
     NMOE_CUDA_LAUNCHED(op);
     sumsq_final_kernel<<<1, kMaxPartials, 0, stream()>>>(partial, blocks, out.ptr<double>());
     NMOE_CUDA_LAUNCHED(op);
