@@ -69,7 +69,7 @@ TEST(OptimizerGroups, TensorsLandInTheSpecsGroups) {
   Model m(cfg, *be, o);
   int per_group[kNumParamGroups] = {};
   for (const Param& p : m.params().all()) {
-    EXPECT_EQ(p.spec.group, expected_group(p.spec.name, p.spec.shape.ndim())) << p.spec.name;
+    EXPECT_EQ(p.spec.group, expected_group(p.spec.name, p.spec.shape.n)) << p.spec.name;
     ++per_group[static_cast<int>(p.spec.group)];
   }
   EXPECT_EQ(per_group[static_cast<int>(ParamGroup::Expert)], 2);        // w13, w2 of the MoE layer
