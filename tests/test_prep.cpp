@@ -208,6 +208,42 @@ TEST(Prep, InvalidUtf8IsReplacedCountedAndReported) {
   EXPECT_NE(log.str().find("invalid UTF-8"), std::string::npos) << log.str();
 }
 
+// The text of the prepared tokens of the bytes tokenizer, EOS written as '|'.
+std::string shard_text(const std::string& dir, const Manifest& m) {
+  std::string got;
+  for (const ShardEntry& s : m.shards) {
+    NpyTokenFile f = NpyTokenFile::open(dir + "/" + s.path);
+    for (size_t i = 0; i < f.size(); ++i) got += f.at(i) == 256 ? '|' : static_cast<char>(f.at(i));
+  }
+  return got;
+}
+
+TEST(Prep, InvalidUtf8InJsonLinesIsReplacedCountedAndReported) {
+  test::TempDir d;
+  // Line 1: a raw invalid byte. Line 2: a lone surrogate escape; the pair, the
+  // escaped backslash before "udc00" and the other field stay as they are.
+  const std::string jsonl =
+      "{\"text\": \"raw \xff byte\"}\n"
+      "{\"id\": \"\\\"\", \"text\": \"lone \\ud800 surrogate, pair \\ud83d\\ude00, text \\\\udc00\"}\n";
+  fs::write_file_atomic(d / "bad.jsonl", jsonl, false);
+  fs::write_file_atomic(d / "bad.jsonl.zst", zstd_compress(jsonl), false);
+  for (const std::string source : {"jsonl", "jsonl_zst"}) {
+    PrepOptions o = options(d / (source == "jsonl" ? "bad.jsonl" : "bad.jsonl.zst"), d / source, 1);
+    o.source.source = source;
+    o.min_tokens = 1;
+    o.num_shards = 1;
+    std::ostringstream log;
+    o.log = &log;
+    Manifest m = prep_dataset(o).manifest;
+    EXPECT_EQ(shard_text(d / source, m),
+              "raw \xEF\xBF\xBD byte|lone \xEF\xBF\xBD surrogate, pair \xF0\x9F\x98\x80, text \\udc00|");
+    EXPECT_EQ(m.stats["invalid_utf8_replaced"], 2);
+    EXPECT_EQ(m.stats["documents_with_invalid_utf8"], 2);
+    test::expect_parts(log.str(), {"invalid UTF-8 in " + o.source.files[0] + ":1",
+                                   "invalid UTF-8 in " + o.source.files[0] + ":2", "replaced 2 invalid UTF-8"});
+  }
+}
+
 TEST(Prep, BadInputsGiveClearErrors) {
   test::TempDir d;
   fs::write_file_atomic(d / "nofield.jsonl", "{\"text\": \"fine\"}\n{\"body\": \"oops\"}\n", false);
