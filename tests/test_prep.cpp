@@ -256,7 +256,11 @@ TEST(Prep, BadInputsGiveClearErrors) {
 
   fs::write_file_atomic(d / "empty.jsonl", "", false);
   msg = test::error_of([&] { prep_dataset(options(d / "empty.jsonl", d / "o3", 1)); });
-  test::expect_parts(msg, {"no tokens"});
+  test::expect_parts(msg, {"no tokens", "empty.jsonl", "0 documents read", "no documents"});
+
+  fs::write_file_atomic(d / "short.jsonl", "{\"text\": \"hi\"}\n", false);
+  msg = test::error_of([&] { prep_dataset(options(d / "short.jsonl", d / "o6", 1)); });
+  test::expect_parts(msg, {"no tokens", "short.jsonl", "1 documents read", "--min-tokens 20"});
 
   msg = test::error_of([&] { prep_dataset(options(d / "missing.jsonl", d / "o4", 1)); });
   test::expect_parts(msg, {"missing.jsonl", "does not exist"});

@@ -299,6 +299,15 @@ std::string now_iso() {
   return buf;
 }
 
+// The input, for messages: its first files, or the hub dataset.
+std::string input_names(const SourceSpec& s) {
+  if (s.source == "hf") return "dataset " + s.dataset + "@" + s.revision;
+  std::string names;
+  for (size_t i = 0; i < s.files.size() && i < 3; ++i) names += (i ? ", '" : "'") + s.files[i] + "'";
+  if (s.files.size() > 3) names += " and " + std::to_string(s.files.size() - 3) + " more files";
+  return names;
+}
+
 void validate(const PrepOptions& o) {
   NMOE_CHECK(!o.output.empty(), "--output DIR is required");
   NMOE_CHECK(!o.name.empty() && o.name.find('/') == std::string::npos, "--name must be a non-empty file-name part");
@@ -438,8 +447,11 @@ PrepResult prep_dataset(const PrepOptions& opt) {
   if (opt.source.source == "hf") m.source_info["dataset"] = opt.source.dataset;
   m.stats = stats.to_json();
   m.prep_fingerprint = fp;
-  NMOE_CHECK(m.total_tokens > 0, "prep produced no tokens: every document of the input was empty or shorter than ",
-             "--min-tokens ", opt.min_tokens, " (", stats.docs_read, " documents read)");
+  NMOE_CHECK(m.total_tokens > 0, "prep produced no tokens from ", input_names(opt.source), " (", stats.docs_read,
+             " documents read): ",
+             stats.docs_read == 0 ? "the input holds no documents"
+                                  : "every document was empty or shorter than --min-tokens " +
+                                        std::to_string(opt.min_tokens));
   m.write(opt.output, opt.fsync);
   std::error_code ec;
   sfs::remove(state_path, ec);
