@@ -147,16 +147,19 @@ VerifyReport verify_dataset(const std::string& dir, bool checksums) {
 }
 
 void check_dataset_matches(const std::string& dir, const std::string& tokenizer, int64_t vocab_size,
-                           int64_t eos_token_id) {
+                           int64_t eos_token_id, const std::string& origin) {
   if (!sfs::is_directory(dir) || !has_manifest(dir)) return;
   Manifest m = Manifest::read(dir);
-  const std::string path = manifest_path(dir);
-  NMOE_CHECK(m.tokenizer == tokenizer, "dataset '", path, "' was tokenized with ", m.tokenizer,
-             " but the config says tokenizer = \"", tokenizer, "\"; prepare the data again or fix the config");
-  NMOE_CHECK(m.vocab_size <= vocab_size, "dataset '", path, "' has vocab_size ", m.vocab_size,
-             ", larger than the config's vocab_size = ", vocab_size);
-  NMOE_CHECK(m.eos_token_id == eos_token_id, "dataset '", path, "' uses EOS id ", m.eos_token_id,
-             " but the config says eos_token_id = ", eos_token_id);
+  const std::string what = "dataset '" + manifest_path(dir) + "' (" + origin + ")";
+  NMOE_CHECK(m.tokenizer == tokenizer, what, " was tokenized with ", m.tokenizer, " but the config says tokenizer = \"",
+             tokenizer, "\"; set tokenizer = \"", m.tokenizer, "\", point ", origin, " at data tokenized with ",
+             tokenizer, ", or prepare the data again with --tokenizer ", tokenizer);
+  NMOE_CHECK(m.vocab_size <= vocab_size, what, " has vocab_size ", m.vocab_size,
+             ", larger than the config's vocab_size = ", vocab_size, "; raise vocab_size to at least ", m.vocab_size,
+             " or point ", origin, " at other data");
+  NMOE_CHECK(m.eos_token_id == eos_token_id, what, " uses EOS id ", m.eos_token_id,
+             " but the config says eos_token_id = ", eos_token_id, "; set eos_token_id = ", m.eos_token_id,
+             " or point ", origin, " at other data");
 }
 
 }  // namespace nmoe
