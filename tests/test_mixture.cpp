@@ -159,9 +159,11 @@ TEST(Mixture, TrainingChecksEverySourceAgainstItsManifest) {
   test::TempDir d;
   prep_bytes(d, "a");
   prep_bytes(d, "b");
+  std::vector<uint32_t> raw(100, 65);
+  write_npy_tokens(d / "raw/s.npy", raw.data(), raw.size(), DType::U16, false);  // no manifest
   fs::write_file_atomic(d / "mix.toml",
                         "[[source]]\nname = \"a\"\npath = \"" + d / "a" + "\"\n[[source]]\nname = \"b\"\npath = \"" +
-                            d / "b" + "\"\n",
+                            d / "b" + "\"\n[[source]]\nname = \"raw\"\npath = \"" + d / "raw" + "\"\n",
                         false);
   auto backend = make_cpu_backend(1);
   std::ostringstream out;
@@ -169,12 +171,20 @@ TEST(Mixture, TrainingChecksEverySourceAgainstItsManifest) {
   opts.out = &out;
   opts.metrics = false;
   EXPECT_EQ(train(mixture_config(d, d / "mix.toml"), *backend, opts).steps_done, 1);
+  test::expect_parts(out.str(), {"warning: '" + d / "raw" + "'", "no manifest.json", "cannot be checked"});
+  EXPECT_EQ(out.str().find("warning: '" + d / "a'"), std::string::npos) << out.str();
 
   Manifest m = Manifest::read(d / "b");
   m.tokenizer = "gpt2";
   m.write(d / "b", false);
   std::string msg = test::error_of([&] { train(mixture_config(d, d / "mix.toml"), *backend, opts); });
   test::expect_parts(msg, {d / "b/manifest.json", "source 'b'", d / "mix.toml", "gpt2", "tokenizer = \"bytes\""});
+
+  m.tokenizer = "bytes";
+  m.write(d / "b", false);
+  write_npy_tokens(d / "a/shard_0000/stray.npy", raw.data(), raw.size(), DType::U16, false);
+  msg = test::error_of([&] { train(mixture_config(d, d / "mix.toml"), *backend, opts); });
+  test::expect_parts(msg, {d / "a/shard_0000/stray.npy", "not listed", "n data verify " + d / "a"});
 }
 
 }  // namespace

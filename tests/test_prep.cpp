@@ -330,6 +330,37 @@ TEST(Verify, ManifestMismatchWithConfigIsRefused) {
   test::expect_parts(msg, {"vocab_size"});
 }
 
+TEST(Verify, TrainStartCheckFindsStrayMissingAndTruncatedShards) {
+  test::TempDir d;
+  auto in = write_jsonl(d, 200);
+  Manifest m = prep_dataset(options(in, d / "out", 2)).manifest;
+  const std::string dir = d / "out", shard = dir + "/" + m.shards[0].path;
+  EXPECT_NO_THROW(check_shards_match_manifest(dir));
+
+  std::vector<uint32_t> junk = {1, 2, 3};
+  write_npy_tokens(dir + "/shard_0001/stray.npy", junk.data(), junk.size(), DType::U16, false);
+  std::string msg = test::error_of([&] { check_shards_match_manifest(dir); });
+  test::expect_parts(msg, {dir + "/shard_0001/stray.npy", "not listed", "manifest.json", "n data verify " + dir});
+  sfs::remove(dir + "/shard_0001/stray.npy");
+
+  const std::string bytes = fs::read_file(shard);
+  NpyTokenFile f = NpyTokenFile::open(shard);
+  std::vector<uint32_t> fewer;
+  for (size_t i = 0; i + 5 < f.size(); ++i) fewer.push_back(f.at(i));
+  write_npy_tokens(shard, fewer.data(), fewer.size(), DType::U16, false);  // a valid .npy, 5 tokens short
+  msg = test::error_of([&] { check_shards_match_manifest(dir); });
+  test::expect_parts(msg, {shard, std::to_string(fewer.size()) + " tokens", std::to_string(m.shards[0].num_tokens),
+                           "n data verify " + dir});
+
+  fs::write_file_atomic(shard, bytes.substr(0, bytes.size() - 10), false);  // cut inside the data
+  msg = test::error_of([&] { check_shards_match_manifest(dir); });
+  test::expect_parts(msg, {shard, "truncated", "n data verify " + dir});
+
+  sfs::remove(shard);
+  msg = test::error_of([&] { check_shards_match_manifest(dir); });
+  test::expect_parts(msg, {shard, "missing", "n data verify " + dir});
+}
+
 TEST(HubFiles, SplitSelection) {
   std::vector<std::string> paths = {"README.md", "data/train-00000-of-00002.parquet",
                                     "data/train-00001-of-00002.parquet", "data/validation-00000.parquet",

@@ -162,4 +162,27 @@ void check_dataset_matches(const std::string& dir, const std::string& tokenizer,
              " or point ", origin, " at other data");
 }
 
+void check_shards_match_manifest(const std::string& dir) {
+  const Manifest m = Manifest::read(dir);
+  const std::string manifest = manifest_path(dir), verify = "run `n data verify " + dir + "` to check the dataset";
+  std::set<std::string> listed;
+  for (const ShardEntry& s : m.shards) listed.insert(sfs::weakly_canonical(dir + "/" + s.path).string());
+  for (const std::string& f : list_shards(dir))
+    NMOE_CHECK(listed.count(sfs::weakly_canonical(f).string()), "'", f, "' is not listed in ", manifest,
+               " (left over from an interrupted prep, or copied in?); remove it, or ", verify);
+  for (const ShardEntry& s : m.shards) {
+    const std::string f = dir + "/" + s.path;
+    NMOE_CHECK(sfs::is_regular_file(f), "shard '", f, "' listed in ", manifest, " is missing; ", verify,
+               " and prepare it again");
+    int64_t n = 0;
+    try {
+      n = static_cast<int64_t>(NpyTokenFile::open(f).size());
+    } catch (const Error& e) {
+      fail(e.what(), "; ", verify, " and prepare it again");
+    }
+    NMOE_CHECK(n == s.num_tokens, "shard '", f, "' holds ", n, " tokens but ", manifest, " says ", s.num_tokens,
+               " (truncated or replaced?); ", verify, " and prepare it again");
+  }
+}
+
 }  // namespace nmoe

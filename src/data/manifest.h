@@ -54,4 +54,9 @@ VerifyReport verify_dataset(const std::string& dir, bool checksums = true);
 void check_dataset_matches(const std::string& dir, const std::string& tokenizer, int64_t vocab_size,
                            int64_t eos_token_id, const std::string& origin = "data_path");
 
+// Checks that the .npy files under dir are exactly the shards its manifest
+// lists, each holding the listed number of tokens (from the .npy header; the
+// checksums are left to `n data verify`); throws Error naming the file.
+void check_shards_match_manifest(const std::string& dir);
+
 }  // namespace nmoe
