@@ -103,10 +103,13 @@ TEST(Loader, RejectsTokensOutsideTheVocabulary) {
 TEST(Loader, EmptyOrTooSmallDatasetIsAnError) {
   test::TempDir d;
   fs::make_dirs(d.path + "/empty");
-  EXPECT_THROW(TokenLoader(d.path + "/empty", 4, 100), Error);
-  EXPECT_THROW(TokenLoader(d.path + "/missing", 4, 100), Error);
+  test::expect_parts(test::error_of([&] { TokenLoader(d.path + "/empty", 4, 100); }),
+                     {"no .npy token shards under '" + d.path + "/empty'", "n data prep"});
+  test::expect_parts(test::error_of([&] { TokenLoader(d.path + "/missing", 4, 100); }),
+                     {"'" + d.path + "/missing'", "does not exist"});
   auto path = make_stream(d, {3});
-  EXPECT_THROW(TokenLoader(path, 4, 100), Error);
+  test::expect_parts(test::error_of([&] { TokenLoader(path, 4, 100); }),
+                     {"'" + path + "'", "holds 3 tokens", "fewer than one sequence", "seq_len + 1 = 5"});
 }
 
 TEST(Loader, CursorThatDoesNotFitIsRefused) {

@@ -1,10 +1,17 @@
 // Mixture loader: smooth weighted round-robin, quotas and passes, world-size
-// invariance, exact resume, and bad mixture files.
+// invariance, exact resume, bad mixture files, and the checks of every source
+// at the start of training.
 #include <gtest/gtest.h>
 
+#include <sstream>
+
+#include "backend/cpu/cpu_backend.h"
 #include "core/fs.h"
+#include "data/manifest.h"
 #include "data/mixture.h"
+#include "data/prep.h"
 #include "test_util.h"
+#include "train/trainer.h"
 
 namespace nmoe {
 namespace {
@@ -106,6 +113,78 @@ TEST(Mixture, BadFilesAreRefused) {
   expect("[[source]]\nname = \"a\"\npath = \"x\"\n[[source]]\nname = \"a\"\npath = \"y\"\n", {"duplicate"});
   expect("total_tokens = 5\n", {"no [[source]]"});
   expect("[[source]]\nname = 3\n", {"name"});
+}
+
+// A prepared dataset of byte tokens in dir.
+void prep_bytes(const test::TempDir& d, const std::string& dir) {
+  std::string jsonl;
+  for (int i = 0; i < 20; ++i) jsonl += "{\"text\": \"document " + std::to_string(i) + " of " + dir + "\"}\n";
+  fs::write_file_atomic(d / (dir + ".jsonl"), jsonl, false);
+  PrepOptions o;
+  o.source.source = "jsonl";
+  o.source.files = {d / (dir + ".jsonl")};
+  o.output = d / dir;
+  o.tokenizer = "bytes";
+  o.min_tokens = 1;
+  o.fsync = false;
+  prep_dataset(o);
+}
+
+Config mixture_config(const test::TempDir& d, const std::string& mixture) {
+  return load_config_string(R"(tokenizer = "bytes"
+vocab_size = 264
+eos_token_id = 256
+dim = 32
+n_layers = 2
+n_heads = 2
+inter_dim = 64
+moe_inter_dim = 16
+n_dense_layers = 1
+n_routed_experts = 4
+n_activated_experts = 2
+attn = "sdpa"
+seq_len = 16
+batch_size = 2
+steps = 1
+warmup_steps = 0
+resume = false
+fsync = false
+)",
+                            "mix", {{"mixture_toml", "\"" + mixture + "\""},
+                                    {"checkpoint_dir", "\"" + d / "ckpt" + "\""},
+                                    {"experiments_db", "\"" + d / "exp.db" + "\""}});
+}
+
+TEST(Mixture, TrainingChecksEverySourceAgainstItsManifest) {
+  test::TempDir d;
+  prep_bytes(d, "a");
+  prep_bytes(d, "b");
+  std::vector<uint32_t> raw(100, 65);
+  write_npy_tokens(d / "raw/s.npy", raw.data(), raw.size(), DType::U16, false);  // no manifest
+  fs::write_file_atomic(d / "mix.toml",
+                        "[[source]]\nname = \"a\"\npath = \"" + d / "a" + "\"\n[[source]]\nname = \"b\"\npath = \"" +
+                            d / "b" + "\"\n[[source]]\nname = \"raw\"\npath = \"" + d / "raw" + "\"\n",
+                        false);
+  auto backend = make_cpu_backend(1);
+  std::ostringstream out;
+  TrainOptions opts;
+  opts.out = &out;
+  opts.metrics = false;
+  EXPECT_EQ(train(mixture_config(d, d / "mix.toml"), *backend, opts).steps_done, 1);
+  test::expect_parts(out.str(), {"warning: '" + d / "raw" + "'", "no manifest.json", "cannot be checked"});
+  EXPECT_EQ(out.str().find("warning: '" + d / "a'"), std::string::npos) << out.str();
+
+  Manifest m = Manifest::read(d / "b");
+  m.tokenizer = "gpt2";
+  m.write(d / "b", false);
+  std::string msg = test::error_of([&] { train(mixture_config(d, d / "mix.toml"), *backend, opts); });
+  test::expect_parts(msg, {d / "b/manifest.json", "source 'b'", d / "mix.toml", "gpt2", "tokenizer = \"bytes\""});
+
+  m.tokenizer = "bytes";
+  m.write(d / "b", false);
+  write_npy_tokens(d / "a/shard_0000/stray.npy", raw.data(), raw.size(), DType::U16, false);
+  msg = test::error_of([&] { train(mixture_config(d, d / "mix.toml"), *backend, opts); });
+  test::expect_parts(msg, {d / "a/shard_0000/stray.npy", "not listed", "n data verify " + d / "a"});
 }
 
 }  // namespace

@@ -208,6 +208,42 @@ TEST(Prep, InvalidUtf8IsReplacedCountedAndReported) {
   EXPECT_NE(log.str().find("invalid UTF-8"), std::string::npos) << log.str();
 }
 
+// The text of the prepared tokens of the bytes tokenizer, EOS written as '|'.
+std::string shard_text(const std::string& dir, const Manifest& m) {
+  std::string got;
+  for (const ShardEntry& s : m.shards) {
+    NpyTokenFile f = NpyTokenFile::open(dir + "/" + s.path);
+    for (size_t i = 0; i < f.size(); ++i) got += f.at(i) == 256 ? '|' : static_cast<char>(f.at(i));
+  }
+  return got;
+}
+
+TEST(Prep, InvalidUtf8InJsonLinesIsReplacedCountedAndReported) {
+  test::TempDir d;
+  // Line 1: a raw invalid byte. Line 2: a lone surrogate escape; the pair, the
+  // escaped backslash before "udc00" and the other field stay as they are.
+  const std::string jsonl =
+      "{\"text\": \"raw \xff byte\"}\n"
+      "{\"id\": \"\\\"\", \"text\": \"lone \\ud800 surrogate, pair \\ud83d\\ude00, text \\\\udc00\"}\n";
+  fs::write_file_atomic(d / "bad.jsonl", jsonl, false);
+  fs::write_file_atomic(d / "bad.jsonl.zst", zstd_compress(jsonl), false);
+  for (const std::string source : {"jsonl", "jsonl_zst"}) {
+    PrepOptions o = options(d / (source == "jsonl" ? "bad.jsonl" : "bad.jsonl.zst"), d / source, 1);
+    o.source.source = source;
+    o.min_tokens = 1;
+    o.num_shards = 1;
+    std::ostringstream log;
+    o.log = &log;
+    Manifest m = prep_dataset(o).manifest;
+    EXPECT_EQ(shard_text(d / source, m),
+              "raw \xEF\xBF\xBD byte|lone \xEF\xBF\xBD surrogate, pair \xF0\x9F\x98\x80, text \\udc00|");
+    EXPECT_EQ(m.stats["invalid_utf8_replaced"], 2);
+    EXPECT_EQ(m.stats["documents_with_invalid_utf8"], 2);
+    test::expect_parts(log.str(), {"invalid UTF-8 in " + o.source.files[0] + ":1",
+                                   "invalid UTF-8 in " + o.source.files[0] + ":2", "replaced 2 invalid UTF-8"});
+  }
+}
+
 TEST(Prep, BadInputsGiveClearErrors) {
   test::TempDir d;
   fs::write_file_atomic(d / "nofield.jsonl", "{\"text\": \"fine\"}\n{\"body\": \"oops\"}\n", false);
@@ -220,7 +256,11 @@ TEST(Prep, BadInputsGiveClearErrors) {
 
   fs::write_file_atomic(d / "empty.jsonl", "", false);
   msg = test::error_of([&] { prep_dataset(options(d / "empty.jsonl", d / "o3", 1)); });
-  test::expect_parts(msg, {"no tokens"});
+  test::expect_parts(msg, {"no tokens", "empty.jsonl", "0 documents read", "no documents"});
+
+  fs::write_file_atomic(d / "short.jsonl", "{\"text\": \"hi\"}\n", false);
+  msg = test::error_of([&] { prep_dataset(options(d / "short.jsonl", d / "o6", 1)); });
+  test::expect_parts(msg, {"no tokens", "short.jsonl", "1 documents read", "--min-tokens 20"});
 
   msg = test::error_of([&] { prep_dataset(options(d / "missing.jsonl", d / "o4", 1)); });
   test::expect_parts(msg, {"missing.jsonl", "does not exist"});
@@ -288,6 +328,37 @@ TEST(Verify, ManifestMismatchWithConfigIsRefused) {
   test::expect_parts(msg, {"manifest.json", "bytes", "gpt2"});
   msg = test::error_of([&] { check_dataset_matches(d / "out", "bytes", 200, 256); });
   test::expect_parts(msg, {"vocab_size"});
+}
+
+TEST(Verify, TrainStartCheckFindsStrayMissingAndTruncatedShards) {
+  test::TempDir d;
+  auto in = write_jsonl(d, 200);
+  Manifest m = prep_dataset(options(in, d / "out", 2)).manifest;
+  const std::string dir = d / "out", shard = dir + "/" + m.shards[0].path;
+  EXPECT_NO_THROW(check_shards_match_manifest(dir));
+
+  std::vector<uint32_t> junk = {1, 2, 3};
+  write_npy_tokens(dir + "/shard_0001/stray.npy", junk.data(), junk.size(), DType::U16, false);
+  std::string msg = test::error_of([&] { check_shards_match_manifest(dir); });
+  test::expect_parts(msg, {dir + "/shard_0001/stray.npy", "not listed", "manifest.json", "n data verify " + dir});
+  sfs::remove(dir + "/shard_0001/stray.npy");
+
+  const std::string bytes = fs::read_file(shard);
+  NpyTokenFile f = NpyTokenFile::open(shard);
+  std::vector<uint32_t> fewer;
+  for (size_t i = 0; i + 5 < f.size(); ++i) fewer.push_back(f.at(i));
+  write_npy_tokens(shard, fewer.data(), fewer.size(), DType::U16, false);  // a valid .npy, 5 tokens short
+  msg = test::error_of([&] { check_shards_match_manifest(dir); });
+  test::expect_parts(msg, {shard, std::to_string(fewer.size()) + " tokens", std::to_string(m.shards[0].num_tokens),
+                           "n data verify " + dir});
+
+  fs::write_file_atomic(shard, bytes.substr(0, bytes.size() - 10), false);  // cut inside the data
+  msg = test::error_of([&] { check_shards_match_manifest(dir); });
+  test::expect_parts(msg, {shard, "truncated", "n data verify " + dir});
+
+  sfs::remove(shard);
+  msg = test::error_of([&] { check_shards_match_manifest(dir); });
+  test::expect_parts(msg, {shard, "missing", "n data verify " + dir});
 }
 
 TEST(HubFiles, SplitSelection) {

@@ -14,6 +14,7 @@
 #include "data/hf_hub.h"
 #include "data/line_reader.h"
 #include "data/parquet.h"
+#include "tokenizer/tokenizer.h"
 
 namespace nmoe {
 
@@ -38,6 +39,7 @@ class FileDocs {
   virtual bool next(std::string& text) = 0;
   virtual std::string where() const = 0;
   virtual double fraction() const = 0;  // of this file
+  virtual int64_t replaced() const { return 0; }  // see DocSource::invalid_utf8_replaced
 };
 
 class TextDocs : public FileDocs {
@@ -91,6 +93,53 @@ class TextDocs : public FileDocs {
   int64_t start_line_ = 0;
 };
 
+// Value of the 4 hex digits at s[i], or -1.
+int hex4(const std::string& s, size_t i) {
+  if (i + 4 > s.size()) return -1;
+  int v = 0;
+  for (size_t k = i; k < i + 4; ++k) {
+    const char c = s[k];
+    if (c >= '0' && c <= '9') v = v * 16 + (c - '0');
+    else if (c >= 'a' && c <= 'f') v = v * 16 + (c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') v = v * 16 + (c - 'A' + 10);
+    else return -1;
+  }
+  return v;
+}
+
+// Replaces each \uXXXX escape of a lone UTF-16 surrogate (a high one not
+// followed by a low one, or a low one alone) inside the JSON strings of line
+// by \ufffd, which the JSON parser would otherwise reject (Python's json
+// accepts them). Returns how many were replaced.
+size_t replace_lone_surrogates(std::string& line) {
+  if (line.find("\\ud") == std::string::npos && line.find("\\uD") == std::string::npos) return 0;
+  std::string out;
+  out.reserve(line.size());
+  size_t replaced = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (c == '"') in_string = !in_string;
+    if (!in_string || c != '\\' || i + 1 == line.size()) {
+      out += c;
+      continue;
+    }
+    const int cp = line[i + 1] == 'u' ? hex4(line, i + 2) : -1;
+    if (cp < 0xD800 || cp > 0xDFFF) {  // another escape: copied whole, so an escaped quote or backslash is skipped
+      out.append(line, i, 2);
+      ++i;
+      continue;
+    }
+    const bool pair = cp <= 0xDBFF && line.compare(i + 6, 2, "\\u") == 0 && hex4(line, i + 8) >= 0xDC00 &&
+                      hex4(line, i + 8) <= 0xDFFF;
+    out += pair ? line.substr(i, 12) : "\\ufffd";
+    replaced += !pair;
+    i += pair ? 11 : 5;
+  }
+  line.swap(out);
+  return replaced;
+}
+
 class JsonlDocs : public FileDocs {
  public:
   JsonlDocs(const std::string& path, const std::string& field)
@@ -99,6 +148,9 @@ class JsonlDocs : public FileDocs {
     std::string line;
     while (reader_.next(line)) {
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      // The parser rejects invalid UTF-8 and lone surrogates, so both are
+      // replaced in the whole line first (and counted for the document).
+      replaced_ = static_cast<int64_t>(sanitize_utf8(line) + replace_lone_surrogates(line));
       nlohmann::json j;
       try {
         j = nlohmann::json::parse(line);
@@ -125,6 +177,7 @@ class JsonlDocs : public FileDocs {
   }
   std::string where() const override { return path_ + ":" + std::to_string(reader_.line_number()); }
   double fraction() const override { return size_ > 0 ? reader_.compressed_bytes_read() / size_ : 1.0; }
+  int64_t replaced() const override { return replaced_; }
 
  private:
   static std::string keys_of(const nlohmann::json& j) {
@@ -135,6 +188,7 @@ class JsonlDocs : public FileDocs {
   std::string path_, field_;
   LineReader reader_;
   double size_;
+  int64_t replaced_ = 0;
 };
 
 class ParquetDocs : public FileDocs {
@@ -192,6 +246,7 @@ class ChainSource : public DocSource {
     }
   }
   std::string where() const override { return cur_ ? cur_->where() : last_where_; }
+  int64_t invalid_utf8_replaced() const override { return cur_ ? cur_->replaced() : 0; }
   double fraction_done() const override {
     if (n_ == 0) return 1.0;
     return (static_cast<double>(idx_) + (cur_ ? cur_->fraction() : 0.0)) / static_cast<double>(n_);

@@ -32,6 +32,10 @@ class DocSource {
   virtual double fraction_done() const = 0;
   // Description of the input for the manifest's source_info.
   virtual std::string describe() const = 0;
+  // Invalid UTF-8 sequences (and lone surrogate escapes) that the source itself
+  // replaced with U+FFFD in the last document: JSON lines are repaired before
+  // parsing, other sources return raw bytes for prep to repair.
+  virtual int64_t invalid_utf8_replaced() const { return 0; }
 };
 
 // Validates the spec (files exist, hf files resolved) and opens the source.

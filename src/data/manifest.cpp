@@ -147,16 +147,42 @@ VerifyReport verify_dataset(const std::string& dir, bool checksums) {
 }
 
 void check_dataset_matches(const std::string& dir, const std::string& tokenizer, int64_t vocab_size,
-                           int64_t eos_token_id) {
+                           int64_t eos_token_id, const std::string& origin) {
   if (!sfs::is_directory(dir) || !has_manifest(dir)) return;
   Manifest m = Manifest::read(dir);
-  const std::string path = manifest_path(dir);
-  NMOE_CHECK(m.tokenizer == tokenizer, "dataset '", path, "' was tokenized with ", m.tokenizer,
-             " but the config says tokenizer = \"", tokenizer, "\"; prepare the data again or fix the config");
-  NMOE_CHECK(m.vocab_size <= vocab_size, "dataset '", path, "' has vocab_size ", m.vocab_size,
-             ", larger than the config's vocab_size = ", vocab_size);
-  NMOE_CHECK(m.eos_token_id == eos_token_id, "dataset '", path, "' uses EOS id ", m.eos_token_id,
-             " but the config says eos_token_id = ", eos_token_id);
+  const std::string what = "dataset '" + manifest_path(dir) + "' (" + origin + ")";
+  NMOE_CHECK(m.tokenizer == tokenizer, what, " was tokenized with ", m.tokenizer, " but the config says tokenizer = \"",
+             tokenizer, "\"; set tokenizer = \"", m.tokenizer, "\", point ", origin, " at data tokenized with ",
+             tokenizer, ", or prepare the data again with --tokenizer ", tokenizer);
+  NMOE_CHECK(m.vocab_size <= vocab_size, what, " has vocab_size ", m.vocab_size,
+             ", larger than the config's vocab_size = ", vocab_size, "; raise vocab_size to at least ", m.vocab_size,
+             " or point ", origin, " at other data");
+  NMOE_CHECK(m.eos_token_id == eos_token_id, what, " uses EOS id ", m.eos_token_id,
+             " but the config says eos_token_id = ", eos_token_id, "; set eos_token_id = ", m.eos_token_id,
+             " or point ", origin, " at other data");
+}
+
+void check_shards_match_manifest(const std::string& dir) {
+  const Manifest m = Manifest::read(dir);
+  const std::string manifest = manifest_path(dir), verify = "run `n data verify " + dir + "` to check the dataset";
+  std::set<std::string> listed;
+  for (const ShardEntry& s : m.shards) listed.insert(sfs::weakly_canonical(dir + "/" + s.path).string());
+  for (const std::string& f : list_shards(dir))
+    NMOE_CHECK(listed.count(sfs::weakly_canonical(f).string()), "'", f, "' is not listed in ", manifest,
+               " (left over from an interrupted prep, or copied in?); remove it, or ", verify);
+  for (const ShardEntry& s : m.shards) {
+    const std::string f = dir + "/" + s.path;
+    NMOE_CHECK(sfs::is_regular_file(f), "shard '", f, "' listed in ", manifest, " is missing; ", verify,
+               " and prepare it again");
+    int64_t n = 0;
+    try {
+      n = static_cast<int64_t>(NpyTokenFile::open(f).size());
+    } catch (const Error& e) {
+      fail(e.what(), "; ", verify, " and prepare it again");
+    }
+    NMOE_CHECK(n == s.num_tokens, "shard '", f, "' holds ", n, " tokens but ", manifest, " says ", s.num_tokens,
+               " (truncated or replaced?); ", verify, " and prepare it again");
+  }
 }
 
 }  // namespace nmoe

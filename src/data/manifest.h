@@ -49,8 +49,14 @@ struct VerifyReport {
 // totals, and no .npy files that the manifest does not list.
 VerifyReport verify_dataset(const std::string& dir, bool checksums = true);
 
-// Checks that a dataset made for (tokenizer, vocab, eos) can feed a model; throws Error naming the manifest.
+// Checks that a dataset made for (tokenizer, vocab, eos) can feed a model;
+// throws Error naming the manifest and origin, the config key that names dir.
 void check_dataset_matches(const std::string& dir, const std::string& tokenizer, int64_t vocab_size,
-                           int64_t eos_token_id);
+                           int64_t eos_token_id, const std::string& origin = "data_path");
+
+// Checks that the .npy files under dir are exactly the shards its manifest
+// lists, each holding the listed number of tokens (from the .npy header; the
+// checksums are left to `n data verify`); throws Error naming the file.
+void check_shards_match_manifest(const std::string& dir);
 
 }  // namespace nmoe

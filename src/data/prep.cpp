@@ -41,6 +41,11 @@ constexpr size_t kBatchBytes = 8 << 20;
 
 enum class DocFate : uint8_t { Kept, Empty, Short };
 
+struct RawDoc {
+  std::string text;
+  int64_t replaced = 0;  // invalid UTF-8 sequences the source already replaced
+};
+
 struct ProcessedDoc {
   std::vector<uint32_t> tokens;  // with EOS; empty unless kept
   DocFate fate = DocFate::Kept;
@@ -98,10 +103,11 @@ void strip(std::string& s) {
   s = s.substr(b, e - b);
 }
 
-ProcessedDoc process(std::string text, const Tokenizer& tok, const PrepOptions& opt) {
+ProcessedDoc process(RawDoc doc, const Tokenizer& tok, const PrepOptions& opt) {
   ProcessedDoc d;
+  std::string& text = doc.text;
   d.bytes = static_cast<int64_t>(text.size());
-  d.replaced = static_cast<int64_t>(sanitize_utf8(text));
+  d.replaced = doc.replaced + static_cast<int64_t>(sanitize_utf8(text));
   if (opt.normalize_nfc) text = nfc(text);
   strip(text);
   if (text.empty()) {
@@ -137,7 +143,7 @@ class BatchPool {
     cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
-  void submit(int64_t id, std::vector<std::string> docs) {
+  void submit(int64_t id, std::vector<RawDoc> docs) {
     {
       std::lock_guard<std::mutex> g(mu_);
       todo_.emplace_back(id, std::move(docs));
@@ -156,7 +162,7 @@ class BatchPool {
  private:
   void run() {
     for (;;) {
-      std::pair<int64_t, std::vector<std::string>> job;
+      std::pair<int64_t, std::vector<RawDoc>> job;
       {
         std::unique_lock<std::mutex> g(mu_);
         cv_.wait(g, [&] { return stop_ || !todo_.empty(); });
@@ -166,7 +172,7 @@ class BatchPool {
       }
       std::vector<ProcessedDoc> out;
       try {
-        for (std::string& d : job.second) out.push_back(process(std::move(d), tok_, opt_));
+        for (RawDoc& d : job.second) out.push_back(process(std::move(d), tok_, opt_));
       } catch (...) {
         std::lock_guard<std::mutex> g(mu_);
         if (!error_) error_ = std::current_exception();
@@ -183,7 +189,7 @@ class BatchPool {
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
-  std::deque<std::pair<int64_t, std::vector<std::string>>> todo_;
+  std::deque<std::pair<int64_t, std::vector<RawDoc>>> todo_;
   std::map<int64_t, std::vector<ProcessedDoc>> done_;
   std::exception_ptr error_;
   bool stop_ = false;
@@ -293,6 +299,15 @@ std::string now_iso() {
   return buf;
 }
 
+// The input, for messages: its first files, or the hub dataset.
+std::string input_names(const SourceSpec& s) {
+  if (s.source == "hf") return "dataset " + s.dataset + "@" + s.revision;
+  std::string names;
+  for (size_t i = 0; i < s.files.size() && i < 3; ++i) names += (i ? ", '" : "'") + s.files[i] + "'";
+  if (s.files.size() > 3) names += " and " + std::to_string(s.files.size() - 3) + " more files";
+  return names;
+}
+
 void validate(const PrepOptions& o) {
   NMOE_CHECK(!o.output.empty(), "--output DIR is required");
   NMOE_CHECK(!o.name.empty() && o.name.find('/') == std::string::npos, "--name must be a non-empty file-name part");
@@ -368,14 +383,19 @@ PrepResult prep_dataset(const PrepOptions& opt) {
   int64_t next_submit = 0, next_take = 0, doc_number = res.resumed_at_document;
   bool input_done = false, budget_done = false;
   int64_t invalid_reported = 0;
+  std::string first_invalid;  // where, for the summary
   auto read_batch = [&]() {
-    std::vector<std::string> batch;
+    std::vector<RawDoc> batch;
     size_t bytes = 0;
     while (batch.size() < kBatchDocs && bytes < kBatchBytes && source->next(text)) {
       bytes += text.size();
-      if (!is_valid_utf8(text) && invalid_reported++ < 5 && opt.log)
-        *opt.log << "warning: invalid UTF-8 in " << source->where() << "; replaced with U+FFFD\n";
-      batch.push_back(std::move(text));
+      const int64_t replaced = source->invalid_utf8_replaced();
+      if (replaced > 0 || !is_valid_utf8(text)) {
+        if (first_invalid.empty()) first_invalid = source->where();
+        if (invalid_reported++ < 5 && opt.log)
+          *opt.log << "warning: invalid UTF-8 in " << source->where() << "; replaced with U+FFFD\n";
+      }
+      batch.push_back({std::move(text), replaced});
     }
     if (batch.size() < kBatchDocs && bytes < kBatchBytes) input_done = true;
     return batch;
@@ -427,14 +447,18 @@ PrepResult prep_dataset(const PrepOptions& opt) {
   if (opt.source.source == "hf") m.source_info["dataset"] = opt.source.dataset;
   m.stats = stats.to_json();
   m.prep_fingerprint = fp;
-  NMOE_CHECK(m.total_tokens > 0, "prep produced no tokens: every document of the input was empty or shorter than ",
-             "--min-tokens ", opt.min_tokens, " (", stats.docs_read, " documents read)");
+  NMOE_CHECK(m.total_tokens > 0, "prep produced no tokens from ", input_names(opt.source), " (", stats.docs_read,
+             " documents read): ",
+             stats.docs_read == 0 ? "the input holds no documents"
+                                  : "every document was empty or shorter than --min-tokens " +
+                                        std::to_string(opt.min_tokens));
   m.write(opt.output, opt.fsync);
   std::error_code ec;
   sfs::remove(state_path, ec);
   if (opt.log && stats.invalid_utf8_replaced > 0)
     *opt.log << "warning: replaced " << stats.invalid_utf8_replaced << " invalid UTF-8 sequences in "
-             << stats.docs_with_invalid_utf8 << " documents with U+FFFD\n";
+             << stats.docs_with_invalid_utf8 << " documents with U+FFFD"
+             << (first_invalid.empty() ? "" : " (the first in " + first_invalid + ")") << "\n";
   res.manifest = m;
   return res;
 }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
@@ -170,6 +171,27 @@ void router_metrics(Model& model, std::vector<std::pair<std::string, double>>& m
   if (agg_out) *agg_out = agg;
 }
 
+// Refuses data made for another tokenizer, vocabulary or EOS, and directories
+// whose .npy files differ from their manifest. A directory without a manifest
+// cannot be checked: one warning line says so.
+void check_training_data(const Config& cfg, Progress& out) {
+  auto check = [&](const std::string& dir, const std::string& origin) {
+    if (!std::filesystem::exists(dir)) return;  // the loader says so
+    if (!std::filesystem::is_directory(dir) || !has_manifest(dir)) {
+      out.line("warning: '" + dir + "' (" + origin + ") has no manifest.json: its tokenizer, shards and checksums " +
+               "cannot be checked");
+      return;
+    }
+    check_dataset_matches(dir, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id, origin);
+    check_shards_match_manifest(dir);
+  };
+  if (cfg.data_path) check(*cfg.data_path, "data_path");
+  if (cfg.mixture_toml)
+    for (const MixtureSource& s : MixtureSpec::load(*cfg.mixture_toml).sources)
+      check(s.path, "the path of source '" + s.name + "' in mixture_toml " + *cfg.mixture_toml);
+  if (cfg.validation_enabled) check(*cfg.validation_data_path, "validation_data_path");
+}
+
 }  // namespace
 
 std::unique_ptr<Backend> make_backend(const Config& cfg) {
@@ -225,9 +247,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
   Progress out(lead ? opts.out : nullptr);
   NMOE_CHECK(cfg.data_path || cfg.mixture_toml,
              "no training data: set data_path (a directory of .npy token shards) or mixture_toml");
-  if (cfg.data_path) check_dataset_matches(*cfg.data_path, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id);
-  if (cfg.validation_enabled)
-    check_dataset_matches(*cfg.validation_data_path, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id);
+  check_training_data(cfg, out);
   InterruptGuard interrupt_guard;
 
   ModelOptions mo = model_options(cfg, backend);
