@@ -113,6 +113,8 @@ TEST(Mixture, BadFilesAreRefused) {
   expect("[[source]]\nname = \"a\"\npath = \"x\"\n[[source]]\nname = \"a\"\npath = \"y\"\n", {"duplicate"});
   expect("total_tokens = 5\n", {"no [[source]]"});
   expect("[[source]]\nname = 3\n", {"name"});
+  test::expect_parts(test::error_of([&] { MixtureSpec::load(d / "missing.toml"); }),
+                     {"mixture_toml", "missing.toml", "does not exist"});
 }
 
 // A prepared dataset of byte tokens in dir.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <set>
 #include <toml++/toml.h>
 
@@ -10,6 +11,8 @@
 namespace nmoe {
 
 MixtureSpec MixtureSpec::load(const std::string& path) {
+  NMOE_CHECK(std::filesystem::is_regular_file(path), "mixture_toml '", path,
+             "' does not exist or is not a file: set mixture_toml to a TOML file with [[source]] tables (docs/data.md)");
   toml::table t;
   try {
     t = toml::parse_file(path);
