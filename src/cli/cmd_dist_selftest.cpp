@@ -61,7 +61,12 @@ enum class Survivors { watch, barrier, stuck };
 [[noreturn]] void run_fail(Rendezvous& rv, int victim, Survivors survivors) {
   NMOE_CHECK(victim >= 0 && victim < rv.world(), "dist-selftest: rank ", victim, " does not exist");
   rv.barrier();
-  if (rv.rank() == victim) die_abruptly(victim);
+  // The victim lets the others leave the barrier first: a rank still waiting
+  // for its release would see the death there instead of in the mode tested.
+  if (rv.rank() == victim) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    die_abruptly(victim);
+  }
   if (survivors == Survivors::stuck) {
     std::this_thread::sleep_for(std::chrono::seconds(60));
     fail("rank ", rv.rank(), ": was not stopped within 60 s");
