@@ -49,5 +49,19 @@ TEST(CoreReference, AccuraciesMatchPyTorchWithinHalfAPoint) {
   EXPECT_EQ(compared, static_cast<int>(ref.at("tasks").size()));
 }
 
+// A checkpoint trained with BF16 expert gradients (a GPU-only storage choice)
+// still evaluates on the CPU: evaluation keeps no gradients.
+TEST(CoreReference, GpuGradientOptionsDoNotKeepACheckpointOffTheCpu) {
+  const std::string dir = test::source_dir() + "/tests/reference/fixtures";
+  CheckpointEvalOptions opt;
+  opt.core.max_examples = 4;
+  opt.core.tasks = {"openbook_qa"};
+  opt.overrides = {{"device", "cpu"}, {"expert_grad_dtype", "bf16"}};
+  opt.write_db = false;
+  const CheckpointEval ev = eval_checkpoint_core(dir + "/core_ckpt", opt);
+  ASSERT_EQ(ev.result.tasks.size(), 1u);
+  EXPECT_EQ(ev.result.tasks[0].examples, 4);
+}
+
 }  // namespace
 }  // namespace nmoe
