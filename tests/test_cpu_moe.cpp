@@ -125,6 +125,40 @@ TEST(CpuMoe, CombineBackwardMatchesFiniteDifferences) {
   EXPECT_LT(rel_err(dgates, fd_gates), kGradTol);
 }
 
+// Without the expert outputs: moe_combine_bwd writes dye only, and
+// moe_gate_grad forms the gates' gradient <a, da> / gate from the experts'
+// SwiGLU activation a (ye = a W2^T) and da = dye W2; a zero gate gets zero.
+TEST(CpuMoe, GateGradientFromTheActivationsEqualsTheCombineBackwards) {
+  CpuBackend be(0);
+  std::mt19937_64 rng(43);
+  const MoeCase c = make_case(be, rng);
+  const int64_t M = c.N * c.K, F = 3;
+  HostTensor a = uniform(DType::F64, {M, F}, rng), W2 = uniform(DType::F64, {c.E, c.D, F}, rng);
+  HostTensor gates = uniform(DType::F64, {c.N, c.K}, rng, 0.1, 1.0), dout = uniform(DType::F64, {c.N, c.D}, rng);
+  gates.set(3, 0.0);
+  HostTensor ye(DType::F64, {M, c.D});
+  be.grouped_matmul(a, W2, true, c.plan.offsets, ye);
+  HostTensor dye(DType::F64, {M, c.D}), want(DType::F64, {c.N, c.K}), dye2(DType::F64, {M, c.D});
+  be.moe_combine_bwd(dout, ye, c.plan.pos, gates, dye, want);
+  dye2.poison();
+  be.moe_combine_bwd(dout, Tensor(), c.plan.pos, gates, dye2, Tensor());
+  EXPECT_EQ(dye2.values(), dye.values());
+  HostTensor da(DType::F64, {M, F}), got(DType::F64, {c.N, c.K});
+  be.grouped_matmul(dye2, W2, false, c.plan.offsets, da);
+  got.poison();
+  be.moe_gate_grad(a, da, c.plan.pos, gates, got);
+  for (int64_t s = 0; s < c.N * c.K; ++s) {
+    if (s == 3) {
+      EXPECT_EQ(got.get(s), 0.0);
+      EXPECT_NE(want.get(s), 0.0);
+    } else {
+      EXPECT_NEAR(got.get(s), want.get(s), 1e-12 * (1 + std::abs(want.get(s)))) << "slot " << s;
+    }
+  }
+  EXPECT_THROW(be.moe_combine_bwd(dout, ye, c.plan.pos, gates, dye2, Tensor()), Error);  // ye without dgates
+  EXPECT_THROW(be.moe_gate_grad(a, da, c.plan.pos, gates, HostTensor(DType::F64, {c.N, c.K + 1})), Error);
+}
+
 TEST(CpuMoe, RejectsPositionsThatAreNotAPermutation) {
   CpuBackend be(0);
   HostTensor x(DType::F64, {2, 3}), xe(DType::F64, {4, 3});

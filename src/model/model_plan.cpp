@@ -161,6 +161,9 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
     L->xe = xe_;
     L->ae = ae_;
     L->sa = sa_;
+    // The expert outputs live only from the w2 GEMM to the combine, and the
+    // backward's dye_ buffer is free in the forward: they share it.
+    if (opt.world == 1) L->ye = dye_;
   }
   if (opt.recompute_attention)
     for (auto& L : layers_) {
@@ -260,9 +263,10 @@ void Model::plan_layer(Layer& L, int64_t l) {
   acts_.reserve(&L.gates, st, Shape{N, K});
   acts_.reserve(&L.offsets, DType::I32, Shape{E + 1});
   acts_.reserve(&L.pos, DType::I32, Shape{M});
-  acts_.reserve(&L.ye, dt, Shape{M, D});
   if (opt_.world == 1) {  // with expert parallelism the owner recomputes them in backward
     acts_.reserve(&L.h13e, dt, Shape{M, 2 * Fe});
+  } else {  // on one rank the backward needs no expert outputs (moe_gate_grad): see the constructor
+    acts_.reserve(&L.ye, dt, Shape{M, D});
   }
 }
 

@@ -192,8 +192,17 @@ class Backend {
   virtual void moe_combine(const Tensor& ye, const Tensor& pos, const Tensor& gates,
                            const Tensor& out) = 0;
   // dye[pos[t*K+k]] = gates[t,k] * dout[t] (write), dgates[t,k] = <ye[pos], dout[t]> (write).
+  // ye and dgates may both be undefined: dye only (moe_gate_grad then gives
+  // dgates without the expert outputs).
   virtual void moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tensor& pos,
                                const Tensor& gates, const Tensor& dye, const Tensor& dgates) = 0;
+  // The gates' gradient from the experts' SwiGLU backward, so their outputs
+  // ye = a @ W2^T need not be kept: with dye = gate * dout (moe_combine_bwd)
+  // and da = dye @ W2, <ye, dout> = <a, da> / gate. For r = pos[t*K+k]:
+  // dgates[t,k] = <a[r], da[r]> / gates[t,k] (write; 0 where the gate is 0).
+  // a, da [N*K, F]; gates, dgates [N, K].
+  virtual void moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& pos, const Tensor& gates,
+                             const Tensor& dgates) = 0;
 
   // ---- loss -------------------------------------------------------------------
   // Cross-entropy of logits = h @ W^T over the full vocabulary, computed in row

@@ -288,11 +288,28 @@ RowsDims check_moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tenso
   checked_top_k(op, static_cast<int>(K), N);
   check_matrix(op, "dout", dout, N, D);
   check_matrix(op, "gates", gates, N, K);
-  check_matrix(op, "ye", ye, N * K, D);
+  NMOE_CHECK(ye.defined() == dgates.defined(), op, ": ye and dgates go together (both, or neither for dye only)");
+  if (ye.defined()) {
+    check_matrix(op, "ye", ye, N * K, D);
+    check_matrix(op, "dgates", dgates, N, K);
+  }
   check_matrix(op, "dye", dye, N * K, D);
-  check_matrix(op, "dgates", dgates, N, K);
   check_index_tensor(op, "pos", pos, N * K);
   return {N, D, K};
+}
+
+RowsDims check_moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& pos, const Tensor& gates,
+                             const Tensor& dgates) {
+  const char* op = "moe_gate_grad";
+  NMOE_CHECK(a.ndim() >= 1 && gates.ndim() >= 1, op, ": a must be [N*K, F] and gates [N, K], got ",
+             a.shape.str(), " and ", gates.shape.str());
+  const int64_t N = gates.rows(), K = gates.cols(), F = a.cols();
+  checked_top_k(op, static_cast<int>(K), N);
+  check_matrix(op, "a", a, N * K, F);
+  check_matrix(op, "da", da, N * K, F);
+  check_matrix(op, "dgates", dgates, N, K);
+  check_index_tensor(op, "pos", pos, N * K);
+  return {N, F, K};
 }
 
 EmbedDims check_cross_entropy(const Tensor& h, const Tensor& W, const Tensor& targets, int64_t chunk_rows,

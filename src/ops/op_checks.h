@@ -129,6 +129,9 @@ RowsDims check_moe_dispatch_bwd(const Tensor& dxe, const Tensor& pos, int top_k,
 RowsDims check_moe_combine(const Tensor& ye, const Tensor& pos, const Tensor& gates, const Tensor& out);
 RowsDims check_moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tensor& pos, const Tensor& gates,
                                const Tensor& dye, const Tensor& dgates);
+// The gates' gradient from the expert activations: returns {N, F, K}.
+RowsDims check_moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& pos, const Tensor& gates,
+                             const Tensor& dgates);
 // swiglu_fwd: h13 [N, 2F] (an even last dim) and a [N, F]. Returns F.
 int64_t check_swiglu_fwd(const Tensor& h13, const Tensor& a);
 // swiglu_bwd: h13 [N, 2F], da [N, F], dh13 [N, 2F] and, when defined, a [N, F]

@@ -15,8 +15,8 @@ const std::array<const char*, TimedBackend::kNumOps>& TimedBackend::op_names() {
       "synchronize", "matmul", "grouped_matmul", "grouped_matmul_wgrad", "add", "embedding_fwd",
       "embedding_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope", "attention_fwd", "attention_bwd", "swiglu_fwd",
       "swiglu_bwd", "router_fwd", "router_bwd", "moe_aux_loss", "router_bias_update", "moe_plan",
-      "moe_dispatch", "moe_dispatch_bwd", "moe_combine", "moe_combine_bwd", "cross_entropy", "sum_squares",
-      "adamw", "adamw_copy"};
+      "moe_dispatch", "moe_dispatch_bwd", "moe_combine", "moe_combine_bwd", "moe_gate_grad", "cross_entropy",
+      "sum_squares", "adamw", "adamw_copy"};
   return names;
 }
 
@@ -197,6 +197,11 @@ void TimedBackend::moe_combine(const Tensor& ye, const Tensor& pos, const Tensor
 void TimedBackend::moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tensor& pos, const Tensor& gates,
                                    const Tensor& dye, const Tensor& dgates) {
   timed(kMoeCombineBwd, [&] { inner_.moe_combine_bwd(dout, ye, pos, gates, dye, dgates); });
+}
+
+void TimedBackend::moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& pos, const Tensor& gates,
+                                 const Tensor& dgates) {
+  timed(kMoeGateGrad, [&] { inner_.moe_gate_grad(a, da, pos, gates, dgates); });
 }
 void TimedBackend::cross_entropy(const Tensor& h, const Tensor& W, const Tensor& targets, int64_t ignore_index,
                                  double grad_scale, int64_t chunk_rows, const Tensor& loss_sum, const Tensor& dh,

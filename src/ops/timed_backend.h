@@ -30,7 +30,7 @@ class TimedBackend final : public Backend {
     kMatmul, kGroupedMatmul, kGroupedMatmulWgrad, kAdd, kEmbeddingFwd, kEmbeddingBwd, kRmsnormFwd,
     kRmsnormBwd, kRope, kAttentionFwd, kAttentionBwd, kSwigluFwd, kSwigluBwd, kRouterFwd, kRouterBwd,
     kMoeAuxLoss, kRouterBiasUpdate, kMoePlan, kMoeDispatch, kMoeDispatchBwd, kMoeCombine,
-    kMoeCombineBwd, kCrossEntropy, kSumSquares, kAdamw, kAdamwCopy, kNumOps
+    kMoeCombineBwd, kMoeGateGrad, kCrossEntropy, kSumSquares, kAdamw, kAdamwCopy, kNumOps
   };
   // The name of each forwarded method; name, device_name, device_memory_in_use
   // and the *_scratch_bytes queries are forwarded but not timed (no device work).
@@ -108,6 +108,8 @@ class TimedBackend final : public Backend {
   void moe_combine(const Tensor& ye, const Tensor& pos, const Tensor& gates, const Tensor& out) override;
   void moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tensor& pos, const Tensor& gates,
                        const Tensor& dye, const Tensor& dgates) override;
+  void moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& pos, const Tensor& gates,
+                     const Tensor& dgates) override;
   void cross_entropy(const Tensor& h, const Tensor& W, const Tensor& targets, int64_t ignore_index,
                      double grad_scale, int64_t chunk_rows, const Tensor& loss_sum, const Tensor& dh,
                      const Tensor& dW) override;

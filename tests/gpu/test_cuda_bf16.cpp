@@ -375,6 +375,24 @@ TEST(CudaVectorPaths, MoePermutation) {
       cpu().moe_combine_bwd(dout.init, ye.init, pos, g, dye_ref, dg_ref);
       NMOE_EXPECT_CLOSE(as_f32(dye[0]), dye_ref, tol_of(dt, dt)) << "moe_combine_bwd dye";
       NMOE_EXPECT_CLOSE(as_f32(dgates[0]), dg_ref, tol_of(F, dt)) << "moe_combine_bwd dgates";
+
+      // Without the expert outputs: dye only, the same bytes as with them.
+      Twin dye_only = write(dt, Shape{M, c.D});
+      expect_paths(name_of("moe_combine_bwd without ye", dt, {c.N, c.K, c.D}), {&dout, &dye_only},
+                   [&](int v) { gpu().moe_combine_bwd(dout[v], Tensor(), dpos, dg, dye_only[v], Tensor()); });
+      NMOE_EXPECT_SAME(raw(dye_only[0]), raw(dye[0])) << "moe_combine_bwd without ye";
+
+      // The gates' gradient from the activations (F = D here; a zero gate gives 0).
+      HostTensor gz = g;
+      gz.t().ptr<float>()[0] = 0.f;
+      DevTensor dgz(gz);
+      Twin a = input(dt, uniform(F, Shape{M, c.D}, rng)), da = input(dt, uniform(F, Shape{M, c.D}, rng));
+      Twin dgg = write(F, Shape{c.N, c.K});
+      expect_paths(name_of("moe_gate_grad", dt, {c.N, c.K, c.D}), {&a, &da, &dgg},
+                   [&](int v) { gpu().moe_gate_grad(a[v], da[v], dpos, dgz, dgg[v]); });
+      HostTensor dgg_ref = dgg.init;
+      cpu().moe_gate_grad(a.init, da.init, pos, gz, dgg_ref);
+      NMOE_EXPECT_CLOSE(as_f32(dgg[0]), dgg_ref, tol_of(F, dt)) << "moe_gate_grad";
     }
 }
 

@@ -74,6 +74,8 @@ class CpuBackend final : public Backend {
                    const Tensor& out) override;
   void moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Tensor& pos,
                        const Tensor& gates, const Tensor& dye, const Tensor& dgates) override;
+  void moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& pos, const Tensor& gates,
+                     const Tensor& dgates) override;
 
   void cross_entropy(const Tensor& h, const Tensor& W, const Tensor& targets,
                      int64_t ignore_index, double grad_scale, int64_t chunk_rows,

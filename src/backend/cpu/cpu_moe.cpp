@@ -67,11 +67,22 @@ void combine_bwd_impl(const Tensor& dout, const Tensor& ye, const int32_t* pos,
   const int64_t D = dout.cols(), K = gates.cols();
   parallel_for(dout.rows() * K, 2 * D, [&](int64_t slot) {
     const T* g = dout.ptr<T>() + (slot / K) * D;
-    const T* y = ye.ptr<T>() + pos[slot] * D;
+    const T* y = ye.defined() ? ye.ptr<T>() + pos[slot] * D : nullptr;
     T* dy = dye.ptr<T>() + pos[slot] * D;
     const double gate = gates.ptr<T>()[slot];
     for (int64_t d = 0; d < D; ++d) dy[d] = static_cast<T>(gate * g[d]);
-    dgates.ptr<T>()[slot] = static_cast<T>(dot(y, g, D));
+    if (y) dgates.ptr<T>()[slot] = static_cast<T>(dot(y, g, D));
+  });
+}
+
+template <class T>
+void gate_grad_impl(const Tensor& a, const Tensor& da, const int32_t* pos, const Tensor& gates,
+                    const Tensor& dgates) {
+  const int64_t F = a.cols(), slots = gates.numel();
+  parallel_for(slots, 2 * F, [&](int64_t slot) {
+    const double gate = gates.ptr<T>()[slot];
+    const double d = dot(a.ptr<T>() + int64_t(pos[slot]) * F, da.ptr<T>() + int64_t(pos[slot]) * F, F);
+    dgates.ptr<T>()[slot] = static_cast<T>(gate != 0 ? d / gate : 0.0);
   });
 }
 
@@ -130,9 +141,20 @@ void CpuBackend::moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Ten
   const char* op = "moe_combine_bwd";
   const ops::RowsDims d = ops::check_moe_combine_bwd(dout, ye, pos, gates, dye, dgates);
   const int32_t* p = checked_permutation(op, pos, d.N * d.K);
-  dispatch_float(op,
-                 {{"dout", dout}, {"ye", ye}, {"gates", gates}, {"dye", dye}, {"dgates", dgates}},
-                 [&](auto tag) { combine_bwd_impl<decltype(tag)>(dout, ye, p, gates, dye, dgates); });
+  auto run = [&](auto tag) { combine_bwd_impl<decltype(tag)>(dout, ye, p, gates, dye, dgates); };
+  if (ye.defined())
+    dispatch_float(op, {{"dout", dout}, {"ye", ye}, {"gates", gates}, {"dye", dye}, {"dgates", dgates}}, run);
+  else
+    dispatch_float(op, {{"dout", dout}, {"gates", gates}, {"dye", dye}}, run);
+}
+
+void CpuBackend::moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& pos, const Tensor& gates,
+                               const Tensor& dgates) {
+  const char* op = "moe_gate_grad";
+  const ops::RowsDims d = ops::check_moe_gate_grad(a, da, pos, gates, dgates);
+  const int32_t* p = checked_permutation(op, pos, d.N * d.K);
+  dispatch_float(op, {{"a", a}, {"da", da}, {"gates", gates}, {"dgates", dgates}},
+                 [&](auto tag) { gate_grad_impl<decltype(tag)>(a, da, p, gates, dgates); });
 }
 
 }  // namespace nmoe

@@ -101,17 +101,69 @@ __global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* po
     const int32_t p = pos[slot];
     if (!pos_in_range(p, slots, lane == 0, err)) continue;
     const T* g = dout + (slot / K) * D;
-    const T* y = ye + int64_t(p) * D;
+    const T* y = ye ? ye + int64_t(p) * D : nullptr;  // null: dye only
     T* dy = dye + int64_t(p) * D;
     const float gate = gates[slot];
     float dot = 0.f;
     for (int64_t d = lane; d < D; d += 32) {
       const float gv = to_f32(g[d]);
       dy[d] = from_f32<T>(gate * gv);
-      dot += to_f32(y[d]) * gv;
+      if (y) dot += to_f32(y[d]) * gv;
     }
     dot = warp_sum(dot);
-    if (lane == 0) dgates[slot] = dot;
+    if (lane == 0 && y) dgates[slot] = dot;
+  }
+}
+
+// Warp per slot: the dot of rows r = pos[slot] of a and da, lane L taking the
+// groups of kVec<T> consecutive elements whose index / kVec<T> is L mod 32 in
+// increasing order (as the vector kernel below reads them), then a fixed
+// warp reduction; divided by the gate.
+template <class T>
+__global__ void gate_grad_kernel(const T* a, const T* da, const int32_t* pos, const float* gates,
+                                 int64_t slots, int64_t F, float* dgates, int* err) {
+  constexpr int V = kVec<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
+       slot += warps) {
+    const int32_t p = pos[slot];
+    if (!pos_in_range(p, slots, lane == 0, err)) continue;
+    const T* ar = a + int64_t(p) * F;
+    const T* dr = da + int64_t(p) * F;
+    float dot = 0.f;
+    for (int64_t c = lane; c * V < F; c += 32)
+      for (int64_t e = c * V; e < c * V + V && e < F; ++e) dot = __fmaf_rn(to_f32(ar[e]), to_f32(dr[e]), dot);
+    dot = warp_sum(dot);
+    const float gate = gates[slot];
+    if (lane == 0) dgates[slot] = gate != 0.f ? __fdiv_rn(dot, gate) : 0.f;
+  }
+}
+
+// ... from 16-byte chunks (rows of F = C * kVec<T> elements, 16-byte aligned).
+template <class T>
+__global__ void gate_grad_vec_kernel(const T* a, const T* da, const int32_t* pos, const float* gates,
+                                     int64_t slots, int64_t C, float* dgates, int* err) {
+  constexpr int V = kVec<T>;
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
+  for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
+       slot += warps) {
+    const int32_t p = pos[slot];
+    if (!pos_in_range(p, slots, lane == 0, err)) continue;
+    const uint4* ar = reinterpret_cast<const uint4*>(a) + int64_t(p) * C;
+    const uint4* dr = reinterpret_cast<const uint4*>(da) + int64_t(p) * C;
+    float dot = 0.f;
+    for (int64_t c = lane; c < C; c += 32) {
+      float x[V], y[V];
+      unpack16<T>(ar[c], x);
+      unpack16<T>(dr[c], y);
+#pragma unroll
+      for (int i = 0; i < V; ++i) dot = __fmaf_rn(x[i], y[i], dot);
+    }
+    dot = warp_sum(dot);
+    const float gate = gates[slot];
+    if (lane == 0) dgates[slot] = gate != 0.f ? __fdiv_rn(dot, gate) : 0.f;
   }
 }
 
@@ -214,7 +266,7 @@ __global__ void __launch_bounds__(kThreads)
 // stores) and dgates[slot] = <ye[pos], dout[t]> summed in the scalar kernel's
 // order: each pass of dout and ye chunks is staged in shared memory, lane l
 // adds elements l, l + 32, ... in turn, then warp_sum. Stage: 8 KB * U per block.
-template <class T, int U>
+template <class T, int U, bool kDot>
 __global__ void __launch_bounds__(kThreads)
     combine_bwd_vec_kernel(const T* dout, const T* ye, const int32_t* pos, const float* gates,
                            int64_t slots, int K, int64_t C, T* dye, float* dgates, int* err) {
@@ -229,7 +281,7 @@ __global__ void __launch_bounds__(kThreads)
     const int32_t p = pos[slot];
     if (!pos_in_range(p, slots, lane == 0, err)) continue;
     const uint4* grow = reinterpret_cast<const uint4*>(dout) + (slot / K) * C;
-    const uint4* yrow = reinterpret_cast<const uint4*>(ye) + int64_t(p) * C;
+    const uint4* yrow = kDot ? reinterpret_cast<const uint4*>(ye) + int64_t(p) * C : nullptr;
     uint4* drow = reinterpret_cast<uint4*>(dye) + int64_t(p) * C;
     const float gate = gates[slot];
     float dot = 0.f;
@@ -239,7 +291,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int u = 0; u < U; ++u) {
         const int64_t c = base + lane + 32 * u;
         gv[u] = c < C ? grow[c] : make_uint4(0, 0, 0, 0);
-        yv[u] = c < C ? yrow[c] : make_uint4(0, 0, 0, 0);
+        if constexpr (kDot) yv[u] = c < C ? yrow[c] : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
       for (int u = 0; u < U; ++u) {
@@ -250,17 +302,22 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int i = 0; i < V; ++i) f[i] = __fmul_rn(gate, f[i]);
         drow[c] = pack16<T>(f);
-        stage[warp][0][lane + 32 * u] = gv[u];
-        stage[warp][1][lane + 32 * u] = yv[u];
+        if constexpr (kDot) {
+          stage[warp][0][lane + 32 * u] = gv[u];
+          stage[warp][1][lane + 32 * u] = yv[u];
+        }
       }
+      if constexpr (!kDot) continue;
       __syncwarp();
       const int n = static_cast<int>(C - base < kPass ? C - base : kPass) * V;  // elements this pass
 #pragma unroll 8
       for (int e = lane; e < n; e += 32) dot = __fmaf_rn(to_f32(gs[e]), to_f32(ys[e]), dot);
       __syncwarp();
     }
-    dot = warp_sum(dot);
-    if (lane == 0) dgates[slot] = dot;
+    if constexpr (kDot) {
+      dot = warp_sum(dot);
+      if (lane == 0) dgates[slot] = dot;
+    }
   }
 }
 
@@ -375,20 +432,50 @@ void CudaBackend::moe_combine_bwd(const Tensor& dout, const Tensor& ye, const Te
   const char* op = "moe_combine_bwd";
   const ops::RowsDims d = ops::check_moe_combine_bwd(dout, ye, pos, gates, dye, dgates);
   const int64_t N = d.N, D = d.D, K = d.K;
-  dispatch_act(op, {{"dout", dout}, {"ye", ye}, {"dye", dye}},
-               {{"gates", gates}, {"dgates", dgates}}, [&](auto tag) {
+  const bool with_dot = ye.defined();
+  auto run = [&](auto tag) {
     using T = decltype(tag);
     if (N * K == 0) return;
-    if (vec_ok<T>({D}, {dout.data, ye.data, dye.data}))
+    const T* y = with_dot ? ye.ptr<T>() : nullptr;
+    float* dg = with_dot ? dgates.ptr<float>() : nullptr;
+    if (vec_ok<T>({D}, {dout.data, y, dye.data}))
       pass_chunks(D / kVec<T>, [&](auto u) {
-        combine_bwd_vec_kernel<T, u()><<<grid_for_warps(N * K), kThreads, 0, stream()>>>(
-            dout.ptr<T>(), ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, int(K),
-            D / kVec<T>, dye.ptr<T>(), dgates.ptr<float>(), device_error_flag());
+        auto launch = [&](auto kernel) {
+          kernel<<<grid_for_warps(N * K), kThreads, 0, stream()>>>(dout.ptr<T>(), y, pos.ptr<int32_t>(),
+                                                                  gates.ptr<float>(), N * K, int(K), D / kVec<T>,
+                                                                  dye.ptr<T>(), dg, device_error_flag());
+        };
+        if (with_dot) launch(combine_bwd_vec_kernel<T, u(), true>);
+        else launch(combine_bwd_vec_kernel<T, u(), false>);
       });
     else
       combine_bwd_kernel<T><<<grid_for(N * K * 32), kThreads, 0, stream()>>>(
-          dout.ptr<T>(), ye.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, int(K), D,
-          dye.ptr<T>(), dgates.ptr<float>(), device_error_flag());
+          dout.ptr<T>(), y, pos.ptr<int32_t>(), gates.ptr<float>(), N * K, int(K), D, dye.ptr<T>(), dg,
+          device_error_flag());
+    NMOE_CUDA_LAUNCHED(op);
+  };
+  if (with_dot)
+    dispatch_act(op, {{"dout", dout}, {"ye", ye}, {"dye", dye}}, {{"gates", gates}, {"dgates", dgates}}, run);
+  else
+    dispatch_act(op, {{"dout", dout}, {"dye", dye}}, {{"gates", gates}}, run);
+}
+
+void CudaBackend::moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& pos, const Tensor& gates,
+                                const Tensor& dgates) {
+  const char* op = "moe_gate_grad";
+  const ops::RowsDims d = ops::check_moe_gate_grad(a, da, pos, gates, dgates);
+  const int64_t N = d.N, F = d.D, K = d.K;
+  dispatch_act(op, {{"a", a}, {"da", da}}, {{"gates", gates}, {"dgates", dgates}}, [&](auto tag) {
+    using T = decltype(tag);
+    if (N * K == 0) return;
+    if (vec_ok<T>({F}, {a.data, da.data}))
+      gate_grad_vec_kernel<T><<<grid_for_warps(N * K), kThreads, 0, stream()>>>(
+          a.ptr<T>(), da.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, F / kVec<T>,
+          dgates.ptr<float>(), device_error_flag());
+    else
+      gate_grad_kernel<T><<<grid_for_warps(N * K), kThreads, 0, stream()>>>(
+          a.ptr<T>(), da.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, F,
+          dgates.ptr<float>(), device_error_flag());
     NMOE_CUDA_LAUNCHED(op);
   });
 }
