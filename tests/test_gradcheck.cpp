@@ -60,7 +60,10 @@ double eval_loss(Model& m, const std::vector<int32_t>& tok, const std::vector<in
   return m.read_loss_sum() / static_cast<double>(count) + m.read_aux_sum();
 }
 
-void gradcheck(const char* toml, bool mask_eos, uint64_t seed) {
+// exact: the rank-count independent accumulation (the CPU default), whose MoE
+// backward takes the gates' gradient from the kept expert outputs; otherwise
+// from the SwiGLU activations (moe_gate_grad), as the GPU does.
+void gradcheck(const char* toml, bool mask_eos, uint64_t seed, bool exact = true) {
   // One thread: thousands of tiny forward/backward passes, where a thread team
   // only adds barriers (threaded ops are checked elsewhere).
   auto backend = make_cpu_backend(1);
@@ -70,6 +73,7 @@ void gradcheck(const char* toml, bool mask_eos, uint64_t seed) {
   o.micro_batch = cfg.batch_size;
   o.seq_len = cfg.seq_len;
   o.ce_chunk_rows = 5;  // several chunks, last one partial
+  o.exact_accumulation = exact;
   Model m(cfg, *backend, o);
   m.init_weights(seed);
   // Random router biases so the selection uses them.
@@ -135,6 +139,7 @@ TEST(GradCheck, DenseModelFp64) { gradcheck(kDenseToml, false, 11); }
 TEST(GradCheck, DenseModelMaskedEos) { gradcheck(kDenseToml, true, 12); }
 TEST(GradCheck, MoeModelFp64) { gradcheck(kMoeToml, false, 13); }
 TEST(GradCheck, MoeModelMaskedEos) { gradcheck(kMoeToml, true, 14); }
+TEST(GradCheck, MoeModelGateGradientFromActivations) { gradcheck(kMoeToml, false, 15, false); }
 
 // Gradient accumulation: micro-batches give the gradients of one full batch.
 TEST(GradCheck, MicroBatchesMatchFullBatchWithoutAux) {

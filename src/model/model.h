@@ -162,6 +162,11 @@ class Model {
   void moe_backward(Layer& L, const Tensor& dres, double aux_weight);
   void moe_forward_ep(Layer& L);
   void moe_backward_ep(Layer& L);
+  // Whether MoE layers keep their experts' outputs for the gates' gradient.
+  // Under expert parallelism the owner's rows come back as outputs; with
+  // exact accumulation one rank must compute what several would (bit for
+  // bit). Otherwise moe_gate_grad forms it from the SwiGLU activations.
+  bool keeps_expert_outputs() const { return opt_.world > 1 || opt_.exact_accumulation; }
   void plan_expert_parallel();
   void upload_batch(const int32_t* tokens, const int32_t* targets);
 

@@ -46,16 +46,16 @@ void Model::moe_backward(Layer& L, const Tensor& dres, double aux_weight) {
   // Routed experts: out += sum_k gate * expert(xn2). Their input rows were
   // not kept per layer: gather them again exactly as the forward did.
   B.moe_dispatch(L.xn2, L.pos, K, L.xe);
+  // Without kept expert outputs the gates' gradient comes from the SwiGLU
+  // activation and its gradient (ops/backend.h, moe_gate_grad).
+  const bool kept = keeps_expert_outputs();
+  B.moe_combine_bwd(dres, kept ? L.ye : Tensor(), L.pos, L.gates, dye_, kept ? dgates_ : Tensor());
   if (expert_parallel()) {
-    B.moe_combine_bwd(dres, L.ye, L.pos, L.gates, dye_, dgates_);
     moe_backward_ep(L);  // adds the routed experts' dx to dxn_
   } else {
-    // The expert outputs were not kept: the gates' gradient comes from the
-    // SwiGLU activation and its gradient (ops/backend.h, moe_gate_grad).
-    B.moe_combine_bwd(dres, Tensor(), L.pos, L.gates, dye_, Tensor());
     B.grouped_matmul(dye_, L.ew2->wc, false, L.offsets, dae_);
     B.swiglu_bwd(dae_, L.h13e, dh13e_, L.ae);
-    B.moe_gate_grad(L.ae, dae_, L.pos, L.gates, dgates_);
+    if (!kept) B.moe_gate_grad(L.ae, dae_, L.pos, L.gates, dgates_);
     B.grouped_matmul_wgrad(dye_, L.ae, L.offsets, L.ew2->g);
     B.grouped_matmul(dh13e_, L.ew13->wc, false, L.offsets, dxe_);
     B.grouped_matmul_wgrad(dh13e_, L.xe, L.offsets, L.ew13->g);

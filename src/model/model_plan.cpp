@@ -161,9 +161,9 @@ Model::Model(const Config& cfg, Backend& backend, const ModelOptions& opt)
     L->xe = xe_;
     L->ae = ae_;
     L->sa = sa_;
-    // The expert outputs live only from the w2 GEMM to the combine, and the
-    // backward's dye_ buffer is free in the forward: they share it.
-    if (opt.world == 1) L->ye = dye_;
+    // Not kept: the expert outputs live only from the w2 GEMM to the combine,
+    // and the backward's dye_ buffer is free in the forward, so they share it.
+    if (!keeps_expert_outputs()) L->ye = dye_;
   }
   if (opt.recompute_attention)
     for (auto& L : layers_) {
@@ -263,11 +263,9 @@ void Model::plan_layer(Layer& L, int64_t l) {
   acts_.reserve(&L.gates, st, Shape{N, K});
   acts_.reserve(&L.offsets, DType::I32, Shape{E + 1});
   acts_.reserve(&L.pos, DType::I32, Shape{M});
-  if (opt_.world == 1) {  // with expert parallelism the owner recomputes them in backward
+  if (opt_.world == 1)  // with expert parallelism the owner recomputes them in backward
     acts_.reserve(&L.h13e, dt, Shape{M, 2 * Fe});
-  } else {  // on one rank the backward needs no expert outputs (moe_gate_grad): see the constructor
-    acts_.reserve(&L.ye, dt, Shape{M, D});
-  }
+  if (keeps_expert_outputs()) acts_.reserve(&L.ye, dt, Shape{M, D});  // else see the constructor
 }
 
 // The owner's workspace for one source's block (at most every row of the

@@ -68,6 +68,7 @@ inline ModelRun run_model(Backend& be, const Config& cfg, bool bf16, const std::
   o.dtype = DType::F32;
   if (bf16) o.compute_dtype = DType::BF16;
   o.expert_grad_dtype = expert_grads;
+  o.exact_accumulation = false;  // as the trainer on a GPU: the gates' gradient from the activations
   o.micro_batch = cfg.batch_size;
   o.seq_len = cfg.seq_len;
   o.ce_chunk_rows = 24;
