@@ -12,7 +12,8 @@ namespace nmoe {
 
 MixtureSpec MixtureSpec::load(const std::string& path) {
   NMOE_CHECK(std::filesystem::is_regular_file(path), "mixture_toml '", path,
-             "' does not exist or is not a file: set mixture_toml to a TOML file with [[source]] tables (docs/data.md)");
+             "' does not exist or is not a file: set mixture_toml to a TOML file with [[source]] tables ",
+             "(docs/data.md)");
   toml::table t;
   try {
     t = toml::parse_file(path);
