@@ -16,13 +16,6 @@ using fs::exists;
 
 namespace {
 
-// Evaluation computes no gradients: their storage options (BF16 expert
-// gradients, a GPU-only choice) must not keep a checkpoint off the CPU.
-Config eval_config(Config cfg) {
-  cfg.expert_grad_dtype = "fp32";
-  return cfg;
-}
-
 std::string resolve_step_dir(const std::string& path) {
   if (exists(path + "/state.json")) return path;
   NMOE_CHECK(exists(path), "checkpoint '", path, "' does not exist");
@@ -52,7 +45,7 @@ CheckpointEval eval_checkpoint_core(const std::string& checkpoint, const Checkpo
 
   auto backend = make_backend(cfg);
   ev.hardware = backend->device_name();
-  ModelOptions mo = model_options(eval_config(cfg), *backend);
+  ModelOptions mo = model_options(cfg, *backend);
   if (opt.batch > 0) mo.micro_batch = opt.batch;
   Model model(cfg, *backend, mo);
   load_weights(ev.checkpoint + "/model.safetensors", model);

@@ -19,8 +19,9 @@ struct Model::Layer {
   Tensor bias, counts, counts_eval;  // router bias [E], expert counts [E_local] (I32)
 
   // Saved activations (a, logits, xe, ae and sa: views of buffers shared by
-  // all layers, which the backward writes again before it reads them; ye on
-  // one rank: the backward's dye buffer, not read in backward; model.h).
+  // all layers, which the backward writes again before it reads them; ye,
+  // unless keeps_expert_outputs(): the backward's dye buffer, not read in
+  // backward; model.h).
   Tensor xn1, rstd1, qkv, attn, lse, mid, xn2, rstd2;
   Tensor h13, a;                                     // dense MLP
   Tensor logits, scores, idx, gates, offsets, pos;   // router and permutation

@@ -96,7 +96,8 @@ void ParamStore::sync_compute(Backend& backend) {
 
 const Tensor& ParamStore::flat_grads() const {
   NMOE_CHECK(!split_grads(), "the expert gradients (", dtype_name(flat_ge_.dtype),
-             ") and the other gradients (", dtype_name(flat_g_.dtype), ") are in separate buffers");
+             ") and the other gradients (", dtype_name(flat_g_.dtype),
+             ") are in separate buffers: use grad_buffers() or grads(begin, end)");
   return flat_g_;
 }
 

@@ -199,8 +199,9 @@ class Backend {
   // The gates' gradient from the experts' SwiGLU backward, so their outputs
   // ye = a @ W2^T need not be kept: with dye = gate * dout (moe_combine_bwd)
   // and da = dye @ W2, <ye, dout> = <a, da> / gate. For r = pos[t*K+k]:
-  // dgates[t,k] = <a[r], da[r]> / gates[t,k] (write; 0 where the gate is 0).
-  // a, da [N*K, F]; gates, dgates [N, K].
+  // dgates[t,k] = <a[r], da[r]> / gates[t,k] (write; 0 where the gate is 0:
+  // the identity cannot recover it there, and router_bwd multiplies it by
+  // d gate / d logit, which is 0 too). a, da [N*K, F]; gates, dgates [N, K].
   virtual void moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& pos, const Tensor& gates,
                              const Tensor& dgates) = 0;
 

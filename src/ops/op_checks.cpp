@@ -305,6 +305,7 @@ RowsDims check_moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor& po
              a.shape.str(), " and ", gates.shape.str());
   const int64_t N = gates.rows(), K = gates.cols(), F = a.cols();
   checked_top_k(op, static_cast<int>(K), N);
+  check_matrix(op, "gates", gates, N, K);
   check_matrix(op, "a", a, N * K, F);
   check_matrix(op, "da", da, N * K, F);
   check_matrix(op, "dgates", dgates, N, K);

@@ -37,7 +37,10 @@ void Progress::header(const Config& cfg, Model& model, const DataLoader& loader,
   std::ostream& o = *os_;
   o << "nmoe train: run " << run_id << " (experiment " << cfg.experiment_id << ", preset " << cfg.preset << ")\n";
   o << "  config fingerprint " << cfg.fingerprint().substr(0, 16) << "\n";
-  o << "  backend " << model.backend().name() << ", dtype " << dtype_name(model.options().dtype) << "\n";
+  o << "  backend " << model.backend().name() << ", dtype " << dtype_name(model.options().dtype);
+  if (model.params().split_grads())
+    o << ", expert gradients " << dtype_name(model.params().grad_dtype(ParamGroup::Expert));
+  o << "\n";
   o << "  model: dim " << s.dim << ", " << s.n_layers << " layers (" << s.n_dense_layers << " dense), " << s.n_heads
     << " heads of " << s.head_dim << ", vocab " << s.vocab;
   if (s.n_experts > 0)

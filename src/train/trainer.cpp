@@ -179,7 +179,7 @@ void check_training_data(const Config& cfg, Progress& out) {
     if (!std::filesystem::exists(dir)) return;  // the loader says so
     if (!std::filesystem::is_directory(dir) || !has_manifest(dir)) {
       out.line("warning: '" + dir + "' (" + origin + ") has no manifest.json: its tokenizer, shards and checksums " +
-               "cannot be checked");
+               "cannot be checked (n data prep writes one)");
       return;
     }
     check_dataset_matches(dir, cfg.tokenizer, cfg.vocab_size, cfg.eos_token_id, origin);
@@ -223,11 +223,9 @@ ModelOptions model_options(const Config& cfg, const Backend& backend) {
              "Blackwell paths); set dtype = \"bf16\"");
   if (gpu) mo.compute_dtype = DType::BF16;
   mo.recompute_attention = cfg.recompute_attention;
-  if (cfg.expert_grad_dtype == "bf16") {
-    NMOE_CHECK(gpu, "expert_grad_dtype = \"bf16\" needs the CUDA backend (the CPU backend keeps every gradient ",
-               "in fp32); set expert_grad_dtype = \"fp32\"");
-    mo.expert_grad_dtype = DType::BF16;
-  }
+  // expert_grad_dtype = "bf16": like dtype = "bf16", a GPU storage choice; the
+  // CPU backend keeps every gradient in fp32 (the run's header says which).
+  if (gpu && cfg.expert_grad_dtype == "bf16") mo.expert_grad_dtype = DType::BF16;
   // The CPU backend sums micro-batches in the fixed tree order, so results do
   // not depend on the rank count; the GPU accumulates in place (memory).
   mo.exact_accumulation = !gpu;

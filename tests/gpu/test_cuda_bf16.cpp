@@ -522,6 +522,12 @@ TEST(CudaBf16, SumSquaresOfBf16) {
     cpu().sum_squares(x.h, want);
     gpu().sum_squares(x, got);
     NMOE_EXPECT_CLOSE(got.download(), want, 1e-10) << "n " << n;
+    // One element past 16-byte alignment: the scalar kernel, the same sum.
+    ShiftedTensor shifted(BF, Shape{n}, 2);
+    gpu().copy(shifted, x);
+    DevTensor got2(scalar(0.25));
+    gpu().sum_squares(shifted, got2);
+    NMOE_EXPECT_CLOSE(got2.download(), want, 1e-10) << "n " << n << " unaligned";
   }
 }
 
@@ -540,6 +546,10 @@ TEST(CudaBf16, AdamWFromBf16Gradients) {
       DevTensor c1(BF, Shape{n}), c2(BF, Shape{n});
       c1.poison();
       c2.poison();
+      // adamw_copy also from gradients one element past alignment (its scalar kernel).
+      ShiftedTensor g3(BF, Shape{n}, 2);
+      gpu().copy(g3, g);
+      DevTensor p3(p), m3(m), v3(v), c3(BF, Shape{n});
       AdamWParams a;
       a.lr = 3e-3;
       a.weight_decay = 0.1;
@@ -549,6 +559,7 @@ TEST(CudaBf16, AdamWFromBf16Gradients) {
         cpu().adamw(p, g.h, m, v, a, gns);
         gpu().adamw(dp, g, dm, dv, a, dgns);
         gpu().adamw_copy(p2, g, m2, v2, a, dgns, c2);
+        gpu().adamw_copy(p3, g3, m3, v3, a, dgns, c3);
       }
       gpu().convert(c1, dp);
       NMOE_EXPECT_CLOSE(dp.download(), p, kTol) << "n " << n << " max_norm " << max_norm;
@@ -558,6 +569,8 @@ TEST(CudaBf16, AdamWFromBf16Gradients) {
       EXPECT_TRUE(m2.download().bytes_equal(dm.download())) << "adamw_copy m, n " << n;
       EXPECT_TRUE(v2.download().bytes_equal(dv.download())) << "adamw_copy v, n " << n;
       EXPECT_TRUE(down(c2).bytes_equal(down(c1))) << "adamw_copy's copy, n " << n;
+      EXPECT_TRUE(p3.download().bytes_equal(dp.download())) << "adamw_copy, unaligned gradients, n " << n;
+      EXPECT_TRUE(down(c3).bytes_equal(down(c1))) << "adamw_copy's copy, unaligned gradients, n " << n;
     }
   }
 }
@@ -680,6 +693,60 @@ TEST(CudaBf16Model, Bf16ExpertGradientsAreTheF32OnesRounded) {
     EXPECT_GT(nonzero, 0) << p.spec.name;
   }
   EXPECT_GT(experts, 0);
+}
+
+// Eight micro-batches accumulate into BF16 expert gradients (each adds its
+// fp32 sum rounded to BF16): within 1e-2 of the fp32 accumulation per tensor,
+// and every other gradient bit-identical.
+TEST(CudaBf16Model, Bf16ExpertGradientsAccumulateMicroBatches) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  Config cfg = load_config_string(kMoeToml, "gpu_model_bf16_eg_acc", {});
+  const int64_t N = cfg.batch_size * cfg.seq_len;
+  std::vector<std::vector<float>> grads;
+  std::vector<Param> params;
+  for (DType eg : {F, BF}) {
+    ModelOptions o;
+    o.dtype = F;
+    o.compute_dtype = BF;
+    o.expert_grad_dtype = eg;
+    o.exact_accumulation = false;
+    o.micro_batch = cfg.batch_size;
+    o.seq_len = cfg.seq_len;
+    Model m(cfg, gpu(), o);
+    m.init_weights(8);
+    m.zero_grads();
+    m.reset_step_stats();
+    std::mt19937_64 g(17);
+    std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(cfg.vocab_size) - 1);
+    for (int micro = 0; micro < 8; ++micro) {
+      std::vector<int32_t> tok(N), tgt(N);
+      for (auto& t : tok) t = d(g);
+      for (auto& t : tgt) t = d(g);
+      m.forward_backward(tok.data(), tgt.data(), 1.0 / static_cast<double>(8 * N), 0.01);
+    }
+    grads.push_back(read_grads(gpu(), m.params()));
+    if (params.empty())
+      for (const Param& p : m.params().all()) params.push_back(p);
+  }
+  for (const Param& p : params) {
+    double diff = 0, norm = 0;
+    int64_t differ = 0;
+    for (int64_t i = p.offset; i < p.offset + p.spec.shape.numel(); ++i) {
+      const double a = grads[1][i], b = grads[0][i];
+      diff += (a - b) * (a - b);
+      norm += b * b;
+      differ += std::memcmp(&grads[1][i], &grads[0][i], 4) != 0;
+    }
+    const double rel = std::sqrt(diff / std::max(norm, 1e-300));
+    if (p.spec.group == ParamGroup::Expert) {
+      std::printf("[bf16 expert grads, 8 micro-batches] %-28s rel %.3g\n", p.spec.name.c_str(), rel);
+      EXPECT_GT(norm, 0.0) << p.spec.name;
+      EXPECT_LT(rel, 1e-2) << p.spec.name;
+      EXPECT_GT(differ, 0) << p.spec.name << ": no rounding at all is not BF16 storage";
+    } else {
+      EXPECT_EQ(differ, 0) << p.spec.name;
+    }
+  }
 }
 
 // Training steps with BF16 expert gradients: the optimizer reads them from
