@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -50,23 +51,33 @@ decay_floor = 1e-6
 router_bias_update_rate = 1e-2
 )";
 
+// The config's model on one CPU thread, at its own micro-batch shape.
+struct TinyRun {
+  Config cfg;
+  std::unique_ptr<Backend> be = make_cpu_backend(1);
+  Model m;
+  explicit TinyRun(const char* name)
+      : cfg(load_config_string(kToml, name)), m(cfg, *be, options(cfg)) { m.init_weights(3); }
+  static ModelOptions options(const Config& c) {
+    ModelOptions o;
+    o.micro_batch = c.batch_size;
+    o.seq_len = c.seq_len;
+    return o;
+  }
+};
+
 // The group spec 4.1 gives a tensor by its name and rank.
 ParamGroup expected_group(const std::string& name, int64_t ndim) {
   if (name.find(".moe.experts.") != std::string::npos) return ParamGroup::Expert;
   if (name.find("router") != std::string::npos) return ParamGroup::Router;
-  const bool adam_only = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-  for (const char* s : {"norm", "embedding", "lm_head"})
-    if (adam_only || name.find(s) != std::string::npos || ndim < 2) return ParamGroup::DenseNoDecay;
-  return ParamGroup::DenseDecay;
+  bool no_decay = ndim < 2 || (name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0);
+  for (const char* s : {"norm", "embedding", "lm_head"}) no_decay = no_decay || name.find(s) != std::string::npos;
+  return no_decay ? ParamGroup::DenseNoDecay : ParamGroup::DenseDecay;
 }
 
 TEST(OptimizerGroups, TensorsLandInTheSpecsGroups) {
-  Config cfg = load_config_string(kToml, "groups");
-  auto be = make_cpu_backend(1);
-  ModelOptions o;
-  o.micro_batch = 2;
-  o.seq_len = 8;
-  Model m(cfg, *be, o);
+  TinyRun t("groups");
+  Model& m = t.m;
   int per_group[kNumParamGroups] = {};
   for (const Param& p : m.params().all()) {
     EXPECT_EQ(p.spec.group, expected_group(p.spec.name, p.spec.shape.n)) << p.spec.name;
@@ -81,13 +92,10 @@ TEST(OptimizerGroups, TensorsLandInTheSpecsGroups) {
 // with its group's learning rate, weight decay and beta2 (computed here in
 // double from the learning rates the step reports).
 TEST(OptimizerGroups, EachGroupUsesItsHyperparameters) {
-  Config cfg = load_config_string(kToml, "groups_step");
-  auto be = make_cpu_backend(1);
-  ModelOptions o;
-  o.micro_batch = 2;
-  o.seq_len = 8;
-  Model m(cfg, *be, o);
-  m.init_weights(3);
+  TinyRun t("groups_step");
+  const Config& cfg = t.cfg;
+  Backend* be = t.be.get();
+  Model& m = t.m;
   Optimizer opt(cfg, m);
   ParamStore& ps = m.params();
   const int64_t n = ps.numel();
@@ -141,13 +149,9 @@ TEST(OptimizerGroups, EachGroupUsesItsHyperparameters) {
 // The bias step ramps with the router's learning rate through warmup, then
 // stays at router_bias_update_rate.
 TEST(OptimizerGroups, RouterBiasStepRampsWithWarmup) {
-  Config cfg = load_config_string(kToml, "groups_bias");
-  auto be = make_cpu_backend(1);
-  ModelOptions o;
-  o.micro_batch = 2;
-  o.seq_len = 8;
-  Model m(cfg, *be, o);
-  m.init_weights(3);
+  TinyRun t("groups_bias");
+  const Config& cfg = t.cfg;
+  Model& m = t.m;
   Optimizer opt(cfg, m);
   double last = 0;
   for (int64_t step = 0; step < 6; ++step) {
@@ -157,7 +161,9 @@ TEST(OptimizerGroups, RouterBiasStepRampsWithWarmup) {
         << "step " << step;
     EXPECT_GE(s.bias_gamma, last);
     last = s.bias_gamma;
-    if (step >= cfg.warmup_steps) EXPECT_DOUBLE_EQ(s.bias_gamma, cfg.router_bias_update_rate);
+    if (step >= cfg.warmup_steps) {
+      EXPECT_DOUBLE_EQ(s.bias_gamma, cfg.router_bias_update_rate);
+    }
   }
 }
 

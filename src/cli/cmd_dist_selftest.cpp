@@ -61,8 +61,9 @@ enum class Survivors { watch, barrier, stuck };
 [[noreturn]] void run_fail(Rendezvous& rv, int victim, Survivors survivors) {
   NMOE_CHECK(victim >= 0 && victim < rv.world(), "dist-selftest: rank ", victim, " does not exist");
   rv.barrier();
-  // The victim lets the others leave the barrier first: a rank still waiting
-  // for its release would see the death there instead of in the mode tested.
+  // The victim lets the others leave the barrier first: a rank whose release
+  // had not arrived yet would see the death there instead of in the mode
+  // tested (one that has it completes the barrier: tcp::wait_for).
   if (rv.rank() == victim) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     die_abruptly(victim);

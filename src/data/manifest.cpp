@@ -123,14 +123,22 @@ void verify_shard(const std::string& dir, const ShardEntry& s, const Manifest& m
   }
 }
 
+// The .npy files in dir that m does not list (e.g. left over from an interrupted prep).
+std::vector<std::string> unlisted_shards(const std::string& dir, const Manifest& m) {
+  std::set<std::string> listed;
+  for (const ShardEntry& s : m.shards) listed.insert(sfs::weakly_canonical(dir + "/" + s.path).string());
+  std::vector<std::string> out;
+  for (const std::string& f : list_shards(dir))
+    if (!listed.count(sfs::weakly_canonical(f).string())) out.push_back(f);
+  return out;
+}
+
 }  // namespace
 
 VerifyReport verify_dataset(const std::string& dir, bool checksums) {
   VerifyReport r;
   Manifest m = Manifest::read(dir);
-  std::set<std::string> listed;
   for (const ShardEntry& s : m.shards) {
-    listed.insert(sfs::weakly_canonical(dir + "/" + s.path).string());
     verify_shard(dir, s, m, checksums, r);
     ++r.shards;
   }
@@ -140,9 +148,8 @@ VerifyReport verify_dataset(const std::string& dir, bool checksums) {
   if (r.documents != m.total_documents)
     r.problems.push_back("shards hold " + std::to_string(r.documents) + " documents, manifest total_documents is " +
                          std::to_string(m.total_documents));
-  for (const std::string& f : list_shards(dir))
-    if (!listed.count(sfs::weakly_canonical(f).string()))
-      r.problems.push_back(sfs::relative(f, dir).string() + ": not listed in the manifest (left over from an interrupted prep?)");
+  for (const std::string& f : unlisted_shards(dir, m))
+    r.problems.push_back(sfs::relative(f, dir).string() + ": not listed in the manifest (left over from an interrupted prep?)");
   return r;
 }
 
@@ -165,11 +172,9 @@ void check_dataset_matches(const std::string& dir, const std::string& tokenizer,
 void check_shards_match_manifest(const std::string& dir) {
   const Manifest m = Manifest::read(dir);
   const std::string manifest = manifest_path(dir), verify = "run `n data verify " + dir + "` to check the dataset";
-  std::set<std::string> listed;
-  for (const ShardEntry& s : m.shards) listed.insert(sfs::weakly_canonical(dir + "/" + s.path).string());
-  for (const std::string& f : list_shards(dir))
-    NMOE_CHECK(listed.count(sfs::weakly_canonical(f).string()), "'", f, "' is not listed in ", manifest,
-               " (left over from an interrupted prep, or copied in?); remove it, or ", verify);
+  for (const std::string& f : unlisted_shards(dir, m))
+    fail("'", f, "' is not listed in ", manifest, " (left over from an interrupted prep, or copied in?); remove it, or ",
+         verify);
   for (const ShardEntry& s : m.shards) {
     const std::string f = dir + "/" + s.path;
     NMOE_CHECK(sfs::is_regular_file(f), "shard '", f, "' listed in ", manifest, " is missing; ", verify,

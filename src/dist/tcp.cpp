@@ -42,15 +42,17 @@ int ms_until(Clock::time_point deadline) {
   return static_cast<int>(std::clamp<int64_t>(left, 0, kSliceMs));
 }
 
-// Waits until fd has `events`, the deadline passes or stop() says so.
+// Waits until fd has `events`, the deadline passes or stop() says so. What
+// has already arrived is taken even after stop(): a collective whose result
+// came in before another rank failed completes.
 Io wait_for(int fd, short events, Clock::time_point deadline, bool (*stop)()) {
-  for (;;) {
-    if (stop && stop()) return Io::stopped;
-    if (Clock::now() >= deadline) return Io::timeout;
+  for (int wait_ms = 0;; wait_ms = ms_until(deadline)) {
     pollfd p{fd, events, 0};
-    int rc = ::poll(&p, 1, ms_until(deadline));
+    int rc = ::poll(&p, 1, wait_ms);
     if (rc < 0 && errno != EINTR) return Io::error;
     if (rc > 0) return Io::ok;
+    if (stop && stop()) return Io::stopped;
+    if (Clock::now() >= deadline) return Io::timeout;
   }
 }
 

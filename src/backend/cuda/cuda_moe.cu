@@ -115,11 +115,13 @@ __global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* po
   }
 }
 
-// Warp per slot: the dot of rows r = pos[slot] of a and da, lane L taking the
-// groups of kVec<T> consecutive elements whose index / kVec<T> is L mod 32 in
-// increasing order (as the vector kernel below reads them), then a fixed
-// warp reduction; divided by the gate.
-template <class T>
+// Warp per slot: the dot of rows r = pos[slot] of a and da, divided by the
+// gate. Lane L takes the groups of kVec<T> consecutive elements whose index /
+// kVec<T> is L mod 32, in increasing order, then a fixed warp reduction. kVec16
+// reads each group as one 16-byte chunk (F a multiple of kVec<T>, rows 16-byte
+// aligned); otherwise element by element, padding the last group with zeros
+// (which add nothing), so both give the same bits.
+template <class T, bool kVec16>
 __global__ void gate_grad_kernel(const T* a, const T* da, const int32_t* pos, const float* gates,
                                  int64_t slots, int64_t F, float* dgates, int* err) {
   constexpr int V = kVec<T>;
@@ -132,32 +134,19 @@ __global__ void gate_grad_kernel(const T* a, const T* da, const int32_t* pos, co
     const T* ar = a + int64_t(p) * F;
     const T* dr = da + int64_t(p) * F;
     float dot = 0.f;
-    for (int64_t c = lane; c * V < F; c += 32)
-      for (int64_t e = c * V; e < c * V + V && e < F; ++e) dot = __fmaf_rn(to_f32(ar[e]), to_f32(dr[e]), dot);
-    dot = warp_sum(dot);
-    const float gate = gates[slot];
-    if (lane == 0) dgates[slot] = gate != 0.f ? __fdiv_rn(dot, gate) : 0.f;
-  }
-}
-
-// ... from 16-byte chunks (rows of F = C * kVec<T> elements, 16-byte aligned).
-template <class T>
-__global__ void gate_grad_vec_kernel(const T* a, const T* da, const int32_t* pos, const float* gates,
-                                     int64_t slots, int64_t C, float* dgates, int* err) {
-  constexpr int V = kVec<T>;
-  const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
-       slot += warps) {
-    const int32_t p = pos[slot];
-    if (!pos_in_range(p, slots, lane == 0, err)) continue;
-    const uint4* ar = reinterpret_cast<const uint4*>(a) + int64_t(p) * C;
-    const uint4* dr = reinterpret_cast<const uint4*>(da) + int64_t(p) * C;
-    float dot = 0.f;
-    for (int64_t c = lane; c < C; c += 32) {
+    for (int64_t c = lane; c * V < F; c += 32) {
       float x[V], y[V];
-      unpack16<T>(ar[c], x);
-      unpack16<T>(dr[c], y);
+      if constexpr (kVec16) {
+        unpack16<T>(reinterpret_cast<const uint4*>(ar)[c], x);
+        unpack16<T>(reinterpret_cast<const uint4*>(dr)[c], y);
+      } else {
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+          const int64_t e = c * V + i;
+          x[i] = e < F ? to_f32(ar[e]) : 0.f;
+          y[i] = e < F ? to_f32(dr[e]) : 0.f;
+        }
+      }
 #pragma unroll
       for (int i = 0; i < V; ++i) dot = __fmaf_rn(x[i], y[i], dot);
     }
@@ -468,14 +457,13 @@ void CudaBackend::moe_gate_grad(const Tensor& a, const Tensor& da, const Tensor&
   dispatch_act(op, {{"a", a}, {"da", da}}, {{"gates", gates}, {"dgates", dgates}}, [&](auto tag) {
     using T = decltype(tag);
     if (N * K == 0) return;
-    if (vec_ok<T>({F}, {a.data, da.data}))
-      gate_grad_vec_kernel<T><<<grid_for_warps(N * K), kThreads, 0, stream()>>>(
-          a.ptr<T>(), da.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, F / kVec<T>,
-          dgates.ptr<float>(), device_error_flag());
-    else
-      gate_grad_kernel<T><<<grid_for_warps(N * K), kThreads, 0, stream()>>>(
-          a.ptr<T>(), da.ptr<T>(), pos.ptr<int32_t>(), gates.ptr<float>(), N * K, F,
-          dgates.ptr<float>(), device_error_flag());
+    auto launch = [&](auto kernel) {
+      kernel<<<grid_for_warps(N * K), kThreads, 0, stream()>>>(a.ptr<T>(), da.ptr<T>(), pos.ptr<int32_t>(),
+                                                              gates.ptr<float>(), N * K, F, dgates.ptr<float>(),
+                                                              device_error_flag());
+    };
+    if (vec_ok<T>({F}, {a.data, da.data})) launch(gate_grad_kernel<T, true>);
+    else launch(gate_grad_kernel<T, false>);
     NMOE_CUDA_LAUNCHED(op);
   });
 }
