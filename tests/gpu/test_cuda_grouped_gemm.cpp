@@ -148,7 +148,8 @@ TEST(CudaGroupedGemm, DISABLED_BenchSuperShapes) {
   DevTensor doff(indices(Shape{E + 1}, off));
   DevTensor x(BF, Shape{M, D}), h13(BF, Shape{M, 2 * I}), a(BF, Shape{M, I}), y(BF, Shape{M, D});
   DevTensor w13(BF, Shape{E, 2 * I, D}), w2(BF, Shape{E, D, I}), g13(F, Shape{E, 2 * I, D}), g2(F, Shape{E, D, I});
-  for (const DevTensor* t : {&x, &h13, &a, &y, &w13, &w2, &g13, &g2}) {
+  DevTensor g13b(BF, Shape{E, 2 * I, D}), g2b(BF, Shape{E, D, I});  // expert_grad_dtype = "bf16"
+  for (const DevTensor* t : {&x, &h13, &a, &y, &w13, &w2, &g13, &g2, &g13b, &g2b}) {
     DevTensor f(F, t->t().shape);
     f.upload(uniform(F, t->t().shape, rng));
     gpu().convert(*t, f);
@@ -165,6 +166,8 @@ TEST(CudaGroupedGemm, DISABLED_BenchSuperShapes) {
   report("w13 dgrad (dh.W13)", time_ms([&] { gpu().grouped_matmul(h13, w13, false, doff, x); }), D, 2 * I);
   report("w2 wgrad", time_ms([&] { gpu().grouped_matmul_wgrad(y, a, doff, g2); }), D, I);
   report("w13 wgrad", time_ms([&] { gpu().grouped_matmul_wgrad(h13, x, doff, g13); }), 2 * I, D);
+  report("w2 wgrad bf16", time_ms([&] { gpu().grouped_matmul_wgrad(y, a, doff, g2b); }), D, I);
+  report("w13 wgrad bf16", time_ms([&] { gpu().grouped_matmul_wgrad(h13, x, doff, g13b); }), 2 * I, D);
 }
 
 }  // namespace

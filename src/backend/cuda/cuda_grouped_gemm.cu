@@ -8,7 +8,8 @@
 //   wgrad mode  C_e (+)= A[seg e]^T . B[seg e] (weight gradient; the segment
 //               runs along K)
 // This file holds the portable kernel (mma.sync, any sm_80+ GPU) and the host
-// entry points; cuda_grouped_gemm_wgmma.cu holds the Hopper kernel, the default.
+// entry points; cuda_grouped_gemm_tma.cu and cuda_grouped_gemm_wgmma.cu hold the
+// Hopper kernels (the defaults).
 // Every block computes one 128 x 128 output tile with 4 warps (64 x 64 each,
 // mma.sync m16n8k16), streaming K in steps of 32 through a 4-stage cp.async
 // pipeline. Operands are "K-major" (element (i, k) at p[i * ld + k]) or
@@ -219,11 +220,11 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 
 enum class Impl { Auto, Tma, Wgmma, Mma, Cublas };
 
 // NMOE_GROUPED_GEMM picks the kernel: auto (default: the fastest measured per
-// layout, see docs/perf.md: tma for the forward with W transposed, both
-// operands K-major; wgmma for the transposed layouts), tma (wgmma fed by the
-// bulk tensor copy engine, warp-specialized), wgmma (fed by cp.async), mma
-// (the portable mma.sync kernel) or cublas (one cuBLAS call per expert after a
-// host sync).
+// product, see docs/perf.md: tma for the forward and input gradients, and for
+// weight gradients whose output is a multiple of 256 wide; wgmma for the
+// other weight gradients), tma (persistent, wgmma fed by the bulk tensor
+// copy engine, warp-specialized), wgmma (fed by cp.async), mma (the portable
+// mma.sync kernel) or cublas (one cuBLAS call per expert after a host sync).
 static Impl selected_impl() {
   static const Impl impl = [] {
     const char* v = std::getenv("NMOE_GROUPED_GEMM");
@@ -237,6 +238,18 @@ static Impl selected_impl() {
                           : Impl::Cublas;
   }();
   return impl;
+}
+
+// The TMA kernel's tile width for an output `n` columns wide: NMOE_GG_TILE_N =
+// 128 or 256 fixes it; auto (default) takes 256 when n is a multiple of 256.
+static int tma_tile_n(int64_t n) {
+  static const int fixed = [] {
+    const char* v = std::getenv("NMOE_GG_TILE_N");
+    const std::string s = v ? v : "auto";
+    NMOE_CHECK(s == "auto" || s == "128" || s == "256", "NMOE_GG_TILE_N must be auto, 128 or 256, got '", s, "'");
+    return s == "auto" ? 0 : std::stoi(s);
+  }();
+  return fixed ? fixed : n % 256 == 0 ? 256 : 128;
 }
 
 bool device_grouped_gemm_supported(int64_t R, int64_t S, const void* a, const void* b,
@@ -272,8 +285,8 @@ void device_grouped_gemm(cudaStream_t stream, int* err, const __nv_bfloat16* X,
   NMOE_CHECK(blocks < (1LL << 31), op, ": ", M, " rows x ", p.N, " columns is too large for one launch");
   const dim3 grid(static_cast<unsigned>(blocks));
   const Impl impl = selected_impl();
-  if ((impl == Impl::Tma || (impl == Impl::Auto && transW)) && tma_grouped_gemm_fits(M, E, R, S))
-    launch_grouped_gemm_tma(stream, p, grid, transW, false, false, R, S, op);
+  if ((impl == Impl::Tma || impl == Impl::Auto) && tma_grouped_gemm_fits(M, E, R, S))
+    launch_grouped_gemm_tma(stream, p, tma_tile_n(p.N), transW, false, false, R, S, op);
   else if (selected_impl() != Impl::Mma) launch_grouped_gemm_wgmma(stream, p, grid, true, transW, false, false, op);
   else if (transW) launch<true, true, false, __nv_bfloat16>(stream, p, grid, op);
   else launch<true, false, false, __nv_bfloat16>(stream, p, grid, op);
@@ -302,8 +315,11 @@ void device_grouped_gemm_wgrad(cudaStream_t stream, int* err, const __nv_bfloat1
   p.tiles_m = static_cast<int>((R + kBM - 1) / kBM);
   p.tiles_n = static_cast<int>((S + kBN - 1) / kBN);
   const dim3 grid(static_cast<unsigned>(p.tiles_m * p.tiles_n), static_cast<unsigned>(E));
-  if (selected_impl() == Impl::Tma && tma_grouped_gemm_fits(M, E, R, S))
-    launch_grouped_gemm_tma(stream, p, grid, false, true, dW_f32, R, S, op);
+  // auto: the TMA kernel when its tiles are 256 wide (as measured, the
+  // cp.async kernel is faster than 128-wide TMA tiles on the weight gradient).
+  const Impl impl = selected_impl();
+  if ((impl == Impl::Tma || (impl == Impl::Auto && tma_tile_n(S) == 256)) && tma_grouped_gemm_fits(M, E, R, S))
+    launch_grouped_gemm_tma(stream, p, tma_tile_n(S), false, true, dW_f32, R, S, op);
   else if (selected_impl() != Impl::Mma) launch_grouped_gemm_wgmma(stream, p, grid, false, false, true, dW_f32, op);
   else if (dW_f32) launch<false, false, true, float>(stream, p, grid, op);
   else launch<false, false, true, __nv_bfloat16>(stream, p, grid, op);

@@ -174,9 +174,10 @@ namespace nmoe::cuda {
 // MN-major; wgrad with both MN-major.
 void launch_grouped_gemm_wgmma(cudaStream_t stream, const gg::GroupedGemmArgs& p, dim3 grid,
                                bool a_kmajor, bool b_kmajor, bool wgrad, bool out_f32, const char* op);
-// The TMA + warp-specialized kernel (cuda_grouped_gemm_tma.cu): same tiles and
-// grid. R, S: the widths of W [E, R, S] (rows mode) or of dY / X (wgrad).
+// The persistent TMA + warp-specialized kernel (cuda_grouped_gemm_tma.cu):
+// 128 x tile_n output tiles (tile_n = 128 or 256), its own grid. R, S: the
+// widths of W [E, R, S] (rows mode) or of dY / X (wgrad).
 bool tma_grouped_gemm_fits(int64_t M, int64_t E, int64_t R, int64_t S);
-void launch_grouped_gemm_tma(cudaStream_t stream, const gg::GroupedGemmArgs& p, dim3 grid, bool transW,
-                             bool wgrad, bool out_f32, int64_t R, int64_t S, const char* op);
+void launch_grouped_gemm_tma(cudaStream_t stream, const gg::GroupedGemmArgs& p, int tile_n, bool transW, bool wgrad,
+                             bool out_f32, int64_t R, int64_t S, const char* op);
 }  // namespace nmoe::cuda

@@ -1,11 +1,17 @@
 // Hopper grouped GEMM with the bulk tensor copy engine (TMA) and warp
-// specialization: one producer warp streams the A and B tiles of each 64-deep
-// k-slice into a 3-stage ring of shared memory (completion counted on an
-// mbarrier per stage), and two consumer warpgroups multiply them with wgmma
-// (64 rows each of a 128 x 128 output tile), keeping one k-slice of wgmma in
-// flight and handing each stage back through a second mbarrier. No block-wide
-// barrier in the main loop; two blocks per multiprocessor.
+// specialization, persistent: each block walks output tiles t = blockIdx.x,
+// + gridDim.x, ... One producer warp streams the A and B tiles of every
+// 64-deep k-slice into a ring of shared-memory stages (completion counted on an
+// mbarrier per stage), running ahead into the next output tile while the
+// consumers store the last one; two consumer warpgroups multiply with wgmma
+// (64 rows each of a 128 x BN output tile, BN = 128 or 256), keeping one
+// k-slice in flight and handing each stage back through a second mbarrier. No
+// block-wide barrier in the main loop. 128 x 256 tiles read 25% fewer operand
+// bytes per FLOP than 128 x 128 (the 128 x 128 kernel is bound by L2
+// bandwidth); they run one block per multiprocessor, 128 x 128 tiles two.
 //
+// Each block first turns the offsets into a prefix of M tiles per expert in
+// shared memory (checking them), so a tile finds its expert by binary search.
 // The tiles land in the same 128-byte-swizzled layouts as in the cp.async
 // kernel (cuda_grouped_gemm_wgmma.cu). TMA cannot mask a segment: rows past a
 // segment's end inside the tensor are loaded like any other. Along M (rows
@@ -15,6 +21,7 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <mutex>
 
@@ -27,12 +34,26 @@ namespace {
 
 using namespace gg;
 
-constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 3;
+constexpr int kBM = 128, kBK = 64;
 static_assert(kBK == 64, "wgmma_k64_tile issues 64-deep k-tiles");
 constexpr int kConsumers = 256, kThreads = kConsumers + 32;  // two warpgroups + a producer warp
-constexpr int kTileBytes = kBM * kBK * 2;                    // 16 KiB
-constexpr int kStageBytes = 2 * kTileBytes;
-constexpr int kSmemBytes = kStages * kStageBytes + 1024 + 2 * kStages * 8;
+constexpr int kATileBytes = kBM * kBK * 2;                   // 16 KiB
+// Experts the tile prefix in shared memory holds; more take the other kernels.
+constexpr int kMaxExperts = 4096;
+
+// BN = 128: 3 stages of 32 KiB, two blocks per multiprocessor, 112 registers.
+// BN = 256: 4 stages of 48 KiB, one block, 168 registers (128 accumulators per
+// thread; a block of 288 threads is allocated registers as 12 warps).
+template <int BN>
+struct TileShape {
+  static constexpr int kStages = BN == 256 ? 4 : 3;
+  static constexpr int kBlocksPerSm = BN == 256 ? 1 : 2;
+  static constexpr int kRegisters = BN == 256 ? 168 : 112;
+  static constexpr int kStageBytes = kATileBytes + BN * kBK * 2;
+  static constexpr int kBarrierOffset = kStages * kStageBytes;            // from the 1 KiB-aligned base
+  static constexpr int kPrefixOffset = kBarrierOffset + 2 * kStages * 8;
+  static int smem_bytes(int E) { return 1024 + kPrefixOffset + 4 * (E + 1); }
+};
 
 // ---- mbarriers and TMA -----------------------------------------------------------
 __device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
@@ -66,24 +87,26 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, i
       : "memory");
 }
 
-// Loads an operand tile of k-slice k0 (global row/col coordinates as ints).
-// K-major: one box of 64 (k) x 128 rows at (k0, row0).
-// MN-major: two boxes of 64 (mn) x 64 (k) at (mn0 + 64h, k0), 8 KiB apart.
-template <bool KMajor>
+// Loads an operand tile of `cols` (128 or 256) rows or columns at k-slice k0.
+// K-major: one box of 64 (k) x cols rows at (k0, mn0).
+// MN-major: cols / 64 boxes of 64 (mn) x 64 (k) at (mn0 + 64h, k0), 8 KiB apart.
+template <bool KMajor, int Cols>
 __device__ __forceinline__ void load_operand(uint32_t tile, const CUtensorMap* map, int64_t mn0,
                                              int64_t k0, uint32_t bar) {
   if constexpr (KMajor) {
     tma_load(tile, map, static_cast<int>(k0), static_cast<int>(mn0), bar);
   } else {
-    tma_load(tile, map, static_cast<int>(mn0), static_cast<int>(k0), bar);
-    tma_load(tile + 8192, map, static_cast<int>(mn0 + 64), static_cast<int>(k0), bar);
+#pragma unroll
+    for (int h = 0; h < Cols / 64; ++h)
+      tma_load(tile + 8192 * h, map, static_cast<int>(mn0 + 64 * h), static_cast<int>(k0), bar);
   }
 }
 
-// Zeroes k-rows [valid, 64) of an MN-major tile (both 64-wide blocks).
+// Zeroes k-rows [valid, 64) of an MN-major tile of `Cols` columns.
+template <int Cols>
 __device__ __forceinline__ void zero_k_tail(unsigned char* tile, int valid, int tid) {
   const int rows = 64 - valid;
-  for (int i = tid; i < 2 * rows * 8; i += kConsumers) {
+  for (int i = tid; i < (Cols / 64) * rows * 8; i += kConsumers) {
     const int blk = i / (rows * 8), r = valid + (i / 8) % rows, c = i % 8;
     *reinterpret_cast<uint4*>(tile + blk * 8192 + r * 128 + c * 16) = make_uint4(0, 0, 0, 0);
   }
@@ -92,28 +115,96 @@ __device__ __forceinline__ void zero_k_tail(unsigned char* tile, int valid, int 
 struct TmaArgs {
   GroupedGemmArgs p;
   int64_t b_row_stride;  // rows mode: rows of the B tensor per expert (R)
+  int64_t tiles;         // wgrad: output tiles (E * tiles_m * tiles_n); rows mode: from the prefix
 };
 
-template <bool AK, bool BK, bool Wgrad, class OutT>
-// 112 registers: two blocks of 288 threads fill the register file.
-__global__ void __maxnreg__(112)
+// Rows mode: prefix[e] = M tiles of experts before e (prefix[E] = all), built
+// by the whole block; false (and the error flag set) when the offsets are not
+// 0 = o[0] <= ... <= o[E] = rows. Wgrad: the same check only.
+template <bool Wgrad>
+__device__ bool build_tile_prefix(const GroupedGemmArgs& p, int* prefix) {
+  __shared__ int s_bad;
+  __shared__ int s_warp[kThreads / 32];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (tid == 0) s_bad = p.offsets[0] != 0 || p.offsets[p.E] != p.rows;
+  const int per = (p.E + kThreads - 1) / kThreads;
+  const int e0 = min(p.E, tid * per), e1 = min(p.E, e0 + per);
+  int tiles = 0;
+  bool bad = false;
+  for (int e = e0; e < e1; ++e) {
+    const int32_t m = p.offsets[e + 1] - p.offsets[e];
+    bad |= m < 0;
+    tiles += (max(m, 0) + kBM - 1) / kBM;
+  }
+  __syncthreads();  // s_bad initialized
+  if (bad) s_bad = 1;
+  if constexpr (!Wgrad) {
+    int incl = tiles;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    if (lane == 31) s_warp[warp] = incl;
+    __syncthreads();
+    int before = incl - tiles;
+    for (int w = 0; w < warp; ++w) before += s_warp[w];
+    for (int e = e0; e < e1; ++e) {
+      prefix[e] = before;
+      before += (max(p.offsets[e + 1] - p.offsets[e], 0) + kBM - 1) / kBM;
+    }
+    if (tid == kThreads - 1) prefix[p.E] = before;
+  }
+  __syncthreads();
+  if (s_bad && tid == 0) report_error(p.err, kErrOffsets);
+  return !s_bad;
+}
+
+// Output tile t: its expert, rows, columns and K range. False: nothing to do
+// (a weight-gradient tile of an expert without rows).
+template <bool Wgrad, int BN>
+__device__ __forceinline__ bool tile_at(const GroupedGemmArgs& p, const int* prefix, int64_t t, TileWork& w) {
+  const int tn = static_cast<int>(t % p.tiles_n);
+  const int64_t tm = t / p.tiles_n;
+  w.n0 = static_cast<int64_t>(tn) * BN;
+  if constexpr (Wgrad) {
+    w.expert = static_cast<int>(tm / p.tiles_m);
+    w.m0 = (tm % p.tiles_m) * kBM;
+    w.m_end = p.M;
+    w.k_begin = p.offsets[w.expert];
+    w.k_end = p.offsets[w.expert + 1];
+    return w.k_end > w.k_begin;
+  } else {
+    int lo = 0, hi = p.E;  // the expert e with prefix[e] <= tm < prefix[e + 1]
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      if (prefix[mid] <= tm) lo = mid;
+      else hi = mid;
+    }
+    w.expert = lo;
+    w.m0 = p.offsets[lo] + (tm - prefix[lo]) * kBM;
+    w.m_end = p.offsets[lo + 1];
+    w.k_begin = 0;
+    w.k_end = p.K;
+    return true;
+  }
+}
+
+template <bool AK, bool BK, bool Wgrad, class OutT, int BN>
+__global__ void __maxnreg__(TileShape<BN>::kRegisters)
     grouped_gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a,
                             const __grid_constant__ CUtensorMap map_b, const TmaArgs args) {
+  using S = TileShape<BN>;
+  constexpr int kStages = S::kStages, kStageBytes = S::kStageBytes;
   extern __shared__ unsigned char smem_raw[];
   const GroupedGemmArgs& p = args.p;
   const int tid = threadIdx.x;
 
-  TileWork w;
-  if (!tile_work<Wgrad, kBM, kBN, kThreads>(p, w)) return;
-  const int expert = w.expert;
-  const int64_t m0 = w.m0, n0 = w.n0, k_begin = w.k_begin, k_end = w.k_end;
-  const int64_t b_row0 = Wgrad ? 0 : expert * args.b_row_stride;  // rows mode: expert's rows of W
-  const int k_tiles = static_cast<int>((k_end - k_begin + kBK - 1) / kBK);
-
   const uint32_t raw = smem_u32(smem_raw);
   const uint32_t base = (raw + 1023) & ~1023u;
   unsigned char* base_ptr = smem_raw + (base - raw);
-  const uint32_t full0 = base + kStages * kStageBytes, empty0 = full0 + kStages * 8;
+  int* prefix = reinterpret_cast<int*>(base_ptr + S::kPrefixOffset);
+  const uint32_t full0 = base + S::kBarrierOffset, empty0 = full0 + kStages * 8;
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbar_init(full0 + 8 * s, 1);
@@ -121,22 +212,27 @@ __global__ void __maxnreg__(112)
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  __syncthreads();
+  if (!build_tile_prefix<Wgrad>(p, prefix)) return;  // ends with a block barrier
+  const int64_t tiles = Wgrad ? args.tiles : static_cast<int64_t>(prefix[p.E]) * p.tiles_n;
 
   if (tid >= kConsumers) {  // producer warp
-    if (tid == kConsumers) {
-      for (int kt = 0; kt < k_tiles; ++kt) {
-        const int s = kt % kStages;
-        mbar_wait(empty0 + 8 * s, ((kt / kStages) & 1) ^ 1);
-        const uint32_t full = full0 + 8 * s, ta = base + s * kStageBytes, tb = ta + kTileBytes;
+    if (tid != kConsumers) return;
+    int slice = 0;  // k-slices issued by this block so far: ring position and phase
+    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+      TileWork w;
+      if (!tile_at<Wgrad, BN>(p, prefix, t, w)) continue;
+      const int64_t b_row0 = Wgrad ? 0 : w.expert * args.b_row_stride;  // rows mode: the expert's rows of W
+      for (int64_t k0 = w.k_begin; k0 < w.k_end; k0 += kBK, ++slice) {
+        const int s = slice % kStages;
+        mbar_wait(empty0 + 8 * s, ((slice / kStages) & 1) ^ 1);
+        const uint32_t full = full0 + 8 * s, ta = base + s * kStageBytes, tb = ta + kATileBytes;
         mbar_expect_tx(full, kStageBytes);
-        const int64_t k0 = k_begin + static_cast<int64_t>(kt) * kBK;
         // A: rows mode [M, K] K-major at rows m0..; wgrad [M(k), R] MN-major at cols m0...
-        load_operand<AK>(ta, &map_a, m0, k0, full);
+        load_operand<AK, kBM>(ta, &map_a, w.m0, k0, full);
         // B: rows mode K-major [E*R, S] at rows b_row0 + n0.., or MN-major at k-rows b_row0 + k0..;
         // wgrad [M(k), S] MN-major.
-        if constexpr (BK) load_operand<true>(tb, &map_b, b_row0 + n0, k0, full);
-        else load_operand<false>(tb, &map_b, n0, b_row0 + k0, full);
+        if constexpr (BK) load_operand<true, BN>(tb, &map_b, b_row0 + w.n0, k0, full);
+        else load_operand<false, BN>(tb, &map_b, w.n0, b_row0 + k0, full);
       }
     }
     return;
@@ -144,32 +240,40 @@ __global__ void __maxnreg__(112)
 
   // Consumers.
   const int wg = tid >> 7, lane = tid & 31, warp_in_wg = (tid >> 5) & 3;
-  float acc[64];
+  int slice = 0;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    TileWork w;
+    if (!tile_at<Wgrad, BN>(p, prefix, t, w)) continue;
+    float acc[BN / 2];
 #pragma unroll
-  for (int i = 0; i < 64; ++i) acc[i] = 0.f;
-  for (int kt = 0; kt < k_tiles; ++kt) {
-    const int s = kt % kStages;
-    mbar_wait(full0 + 8 * s, (kt / kStages) & 1);
-    const uint32_t ta = base + s * kStageBytes, tb = ta + kTileBytes;
-    if constexpr (!AK || !BK) {
-      const int64_t rem = k_end - (k_begin + int64_t(kt) * kBK);
-      const int valid = rem < kBK ? static_cast<int>(rem) : kBK;
-      if (valid < kBK) {  // K rows past the segment (or past the weight) would add garbage
-        unsigned char* tile = base_ptr + s * kStageBytes;
-        if constexpr (!AK) zero_k_tail(tile, valid, tid);
-        if constexpr (!BK) zero_k_tail(tile + kTileBytes, valid, tid);
-        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-        asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+    int prev = -1;  // stage of the k-slice whose wgmma may still be in flight
+    for (int64_t k0 = w.k_begin; k0 < w.k_end; k0 += kBK, ++slice) {
+      const int s = slice % kStages;
+      mbar_wait(full0 + 8 * s, (slice / kStages) & 1);
+      const uint32_t ta = base + s * kStageBytes, tb = ta + kATileBytes;
+      if constexpr (!AK || !BK) {
+        const int64_t rem = w.k_end - k0;
+        const int valid = rem < kBK ? static_cast<int>(rem) : kBK;
+        if (valid < kBK) {  // K rows past the segment (or past the weight) would add garbage
+          unsigned char* tile = base_ptr + s * kStageBytes;
+          if constexpr (!AK) zero_k_tail<kBM>(tile, valid, tid);
+          if constexpr (!BK) zero_k_tail<BN>(tile + kATileBytes, valid, tid);
+          asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+          asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory");
+        }
       }
+      wgmma_k64_tile<AK, BK, BN>(acc, ta, tb, wg);
+      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+      // The wgmma of the previous k-slice is done: hand its stage back to the producer.
+      if (prev >= 0 && lane == 0) mbar_arrive(empty0 + 8 * prev);
+      prev = s;
     }
-    wgmma_k64_tile<AK, BK>(acc, ta, tb, wg);
-    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-    // The wgmma of k-slice kt - 1 is done: hand its stage back to the producer.
-    if (kt > 0 && lane == 0) mbar_arrive(empty0 + 8 * ((kt - 1) % kStages));
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    if (prev >= 0 && lane == 0) mbar_arrive(empty0 + 8 * prev);
+    // The producer is already loading the next tile's first stages.
+    store_m64n<Wgrad, OutT, BN>(p, w, acc, wg, warp_in_wg, lane);
   }
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-
-  store_m64n128<Wgrad, OutT>(p, w, acc, wg, warp_in_wg, lane);
 }
 
 PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
@@ -203,34 +307,66 @@ CUtensorMap make_map(const void* data, int64_t rows, int64_t cols, int box_rows,
   return map;
 }
 
-template <bool AK, bool BK, bool Wgrad, class OutT>
+int multiprocessors() {
+  static const int n = [] {
+    int dev = 0, sms = 0;
+    NMOE_CUDA_CHECK("grouped_matmul", cudaGetDevice(&dev));
+    NMOE_CUDA_CHECK("grouped_matmul", cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    return sms;
+  }();
+  return n;
+}
+
+template <bool AK, bool BK, bool Wgrad, class OutT, int BN>
 void launch(cudaStream_t stream, const CUtensorMap& a, const CUtensorMap& b, const TmaArgs& args,
-            dim3 grid, const char* op) {
-  launch_with_smem<grouped_gemm_tma_kernel<AK, BK, Wgrad, OutT>>(stream, grid, kThreads, kSmemBytes, op, a,
-                                                                  b, args);
+            int64_t tile_bound, const char* op) {
+  using S = TileShape<BN>;
+  constexpr auto kernel = grouped_gemm_tma_kernel<AK, BK, Wgrad, OutT, BN>;
+  static const bool configured = [&] {
+    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             S::smem_bytes(kMaxExperts)));
+    return true;
+  }();
+  (void)configured;
+  const int64_t blocks = std::min<int64_t>(tile_bound, int64_t(multiprocessors()) * S::kBlocksPerSm);
+  if (blocks <= 0) return;
+  kernel<<<static_cast<unsigned>(blocks), kThreads, S::smem_bytes(args.p.E), stream>>>(a, b, args);
+  NMOE_CUDA_LAUNCHED(op);
+}
+
+template <int BN>
+void launch_tile(cudaStream_t stream, const GroupedGemmArgs& p, bool transW, bool wgrad, bool out_f32, int64_t R,
+                 int64_t S, const char* op) {
+  TmaArgs args{p, R, 0};
+  args.p.tiles_n = static_cast<int>((p.N + BN - 1) / BN);
+  if (wgrad) {  // A = dY [M, R], B = X [M, S], both MN-major
+    args.p.tiles_m = static_cast<int>((p.M + kBM - 1) / kBM);
+    args.tiles = int64_t(p.E) * args.p.tiles_m * args.p.tiles_n;
+    const CUtensorMap a = make_map(p.A, p.rows, R, 64, op), b = make_map(p.B, p.rows, S, 64, op);
+    if (out_f32) launch<false, false, true, float, BN>(stream, a, b, args, args.tiles, op);
+    else launch<false, false, true, __nv_bfloat16, BN>(stream, a, b, args, args.tiles, op);
+    return;
+  }
+  // Rows mode: A = X [M, K] K-major; B = W as [E * R, S].
+  const int64_t bound = ((p.rows + kBM - 1) / kBM + p.E) * args.p.tiles_n;  // >= the prefix's tiles
+  const CUtensorMap a = make_map(p.A, p.rows, p.K, kBM, op);
+  const CUtensorMap b = make_map(p.B, int64_t(p.E) * R, S, transW ? BN : 64, op);
+  if (transW) launch<true, true, false, __nv_bfloat16, BN>(stream, a, b, args, bound, op);
+  else launch<true, false, false, __nv_bfloat16, BN>(stream, a, b, args, bound, op);
 }
 
 }  // namespace
 
 bool tma_grouped_gemm_fits(int64_t M, int64_t E, int64_t R, int64_t S) {
   const int64_t lim = int64_t(1) << 31;
-  return M < lim && E * R < lim && S < lim && R < lim;
+  return M < lim && E * R < lim && S < lim && R < lim && E <= kMaxExperts;
 }
 
-void launch_grouped_gemm_tma(cudaStream_t stream, const GroupedGemmArgs& p, dim3 grid, bool transW,
-                             bool wgrad, bool out_f32, int64_t R, int64_t S, const char* op) {
-  TmaArgs args{p, R};
-  if (wgrad) {  // A = dY [M, R], B = X [M, S], both MN-major
-    const CUtensorMap a = make_map(p.A, p.rows, R, 64, op), b = make_map(p.B, p.rows, S, 64, op);
-    if (out_f32) launch<false, false, true, float>(stream, a, b, args, grid, op);
-    else launch<false, false, true, __nv_bfloat16>(stream, a, b, args, grid, op);
-    return;
-  }
-  // Rows mode: A = X [M, K] K-major; B = W as [E * R, S].
-  const CUtensorMap a = make_map(p.A, p.rows, p.K, 128, op);
-  const CUtensorMap b = make_map(p.B, int64_t(p.E) * R, S, transW ? 128 : 64, op);
-  if (transW) launch<true, true, false, __nv_bfloat16>(stream, a, b, args, grid, op);
-  else launch<true, false, false, __nv_bfloat16>(stream, a, b, args, grid, op);
+void launch_grouped_gemm_tma(cudaStream_t stream, const GroupedGemmArgs& p, int tile_n, bool transW, bool wgrad,
+                             bool out_f32, int64_t R, int64_t S, const char* op) {
+  NMOE_CHECK(tile_n == 128 || tile_n == 256, op, ": TMA tiles are 128 or 256 columns wide, got ", tile_n);
+  if (tile_n == 256) launch_tile<256>(stream, p, transW, wgrad, out_f32, R, S, op);
+  else launch_tile<128>(stream, p, transW, wgrad, out_f32, R, S, op);
 }
 
 }  // namespace nmoe::cuda

@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(kThreads, Pipe<Overlap>::kBlocksPerSm)
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   cp_async_wait<0>();
 
-  store_m64n128<Wgrad, OutT>(p, w, acc, wg, warp_in_wg, lane);
+  store_m64n<Wgrad, OutT>(p, w, acc, wg, warp_in_wg, lane);
 }
 
 template <bool AK, bool BK, bool Wgrad, class OutT, bool Overlap>
