@@ -39,22 +39,27 @@ if [ "${RDEP:-0}" = 1 ]; then
   echo
   echo "| ranks | losses (6 steps, tiny MoE, cuda) | MoE comm share (steps 2-6) |"
   echo "|---|---|---|"
-  for run in "1 moe" "2 moe" "4 moe" "1 super" "2 super" "4 super"; do
-    set -- $run; W=$1; arch=$2
+  # The third field: where the ranks wait for each other's rows (NMOE_RDEP_WAITS;
+  # auto waits on the host when ranks share a GPU, as here; stream forces the
+  # GPU-side flags).
+  for run in "1 moe" "2 moe" "4 moe" "2 moe stream" "4 moe stream" "1 super" "2 super" "4 super" "4 super stream"; do
+    set -- $run; W=$1; arch=$2; waits=${3:-auto}
     # "super": more, narrower experts and a larger top-k than the tiny config.
     extra=""; [ "$arch" = super ] && extra="--set n_routed_experts=16 --set n_activated_experts=4 --set moe_inter_dim=64 --set route_scale=2.0"
     devs=$(python3 -c "print(','.join(['0']*$W))")
     rm -rf /tmp/nmoe-ep$W
-    NMOE_RUN=ep timeout 120 .gpu/bin/n train configs/tiny.toml $extra --nproc $W --devices "$devs" --set device=cuda \
+    NMOE_RDEP_WAITS=$waits NMOE_RUN=ep timeout 120 .gpu/bin/n train configs/tiny.toml $extra --nproc $W --devices "$devs" --set device=cuda \
       --set steps=6 --set log_every=1 --set micro_batch_size=2 --set validation_enabled=false \
       --set checkpoint_dir=/tmp/nmoe-ep$W/ckpt --set experiments_db=/tmp/nmoe-ep$W/exp.db > "$OUT/ep_train_$W.log" 2>&1
-    echo "| $W ($arch) | exit $? $(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(' '.join(f'{v:.5f}' for (v,) in c.execute(\"select value from metrics where run_id='ep' and tag='train/loss' order by step\")))" /tmp/nmoe-ep$W/exp.db 2>&1 | tail -c 200) | $(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); v=[x for (x,) in c.execute(\"select value from metrics where run_id='ep' and tag='time/moe_comm_share' and step>1\")]; print(f'{sum(v)/len(v):.2f}' if v else '-')" /tmp/nmoe-ep$W/exp.db 2>&1 | tail -c 100) |"
+    echo "| $W ($arch, $waits waits) | exit $? $(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(' '.join(f'{v:.5f}' for (v,) in c.execute(\"select value from metrics where run_id='ep' and tag='train/loss' order by step\")))" /tmp/nmoe-ep$W/exp.db 2>&1 | tail -c 200) | $(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); v=[x for (x,) in c.execute(\"select value from metrics where run_id='ep' and tag='time/moe_comm_share' and step>1\")]; print(f'{sum(v)/len(v):.2f}' if v else '-')" /tmp/nmoe-ep$W/exp.db 2>&1 | tail -c 100) |"
   done
   echo
-  for W in 2 4; do
+  for run in "2 auto" "4 auto" "2 stream" "4 stream"; do
+    set -- $run; W=$1; waits=$2
     devs=$(python3 -c "print(','.join(['0']*$W))")
-    timeout 120 .gpu/bin/n bench rdep --nproc $W --devices "$devs" --tokens 65536 --dim 768 --experts 256 --top-k 7 \
-      --iters 10 2>&1 | tail -2 | tee "$OUT/bench_rdep_$W.json"
+    echo "bench rdep, $W ranks, $waits waits:"
+    NMOE_RDEP_WAITS=$waits timeout 120 .gpu/bin/n bench rdep --nproc $W --devices "$devs" --tokens 65536 --dim 768 \
+      --experts 256 --top-k 7 --iters 10 2>&1 | tail -2 | tee "$OUT/bench_rdep_${W}_$waits.json"
   done
   # Kill one of two ranks after its first steps: the other must stop with an error.
   rm -rf /tmp/nmoe-kill

@@ -8,7 +8,7 @@ namespace nmoe {
 namespace {
 
 std::atomic<bool> g_failed{false};
-alignas(64) volatile int g_abort_word = 0;
+alignas(4096) volatile int g_abort_word = 0;  // a page of its own: the GPU maps it
 
 std::mutex& message_mutex() {
   static std::mutex m;

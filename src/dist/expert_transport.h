@@ -5,8 +5,8 @@
 // the results straight back into the source's return area, at the rows the
 // source sent them from. Slots are assigned by the source (its own prefix sum
 // over experts), so no remote atomics are needed and the row order is the same
-// run after run. One exchange costs two barriers: after the sends and after the
-// returns.
+// run after run. Arrival is signalled by flags raised on the stream
+// (peer_transport.cpp); the host takes part only to size the owners' ops.
 #pragma once
 
 #include <cstdint>
@@ -43,8 +43,10 @@ class ExpertTransport {
   // Source side: waits for every owner's put_back and returns the rows
   // [N*K, D] in the order of the a it sent. Valid until the next send.
   virtual Tensor finish_return(const std::string& where) = 0;
-  // Wall time spent in send() and finish_return() so far (the transfers and
-  // the waits for other ranks): the communication share of a step.
+  // Host wall time spent in send() and finish_return() so far: the
+  // communication share of a step when the waits are on the host (ranks
+  // sharing a GPU); with stream waits only the host's part (reading the
+  // offsets, the header barrier).
   virtual double seconds() const = 0;
 };
 

@@ -1,3 +1,4 @@
+#include <atomic>
 #include <cstring>
 
 #include "core/error.h"
@@ -28,6 +29,16 @@ class HostPeerMemory final : public PeerMemory {
     }
   }
   void sync() override {}
+  void signal(uint64_t* flag, uint64_t value) override {
+    std::atomic_ref<uint64_t>(*flag).store(value, std::memory_order_release);
+  }
+  void wait(const uint64_t* flags, int n, uint64_t value, const std::string& what) override {
+    for (int i = 0; i < n; ++i) {
+      std::atomic_ref<uint64_t> f(*const_cast<uint64_t*>(flags + i));
+      g_.wait_until([&] { return f.load(std::memory_order_acquire) >= value; }, what, i);
+    }
+  }
+  bool stream_waits() const override { return true; }
 
  private:
   template <class T>

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -26,6 +27,19 @@ class PeerMemory {
   // dst[i] = sum over parts p of parts[p][i] in the tree order of tree_sum.h (F32, F64, I32).
   virtual void sum(const std::vector<const void*>& parts, void* dst, int64_t count, DType dtype) = 0;
   virtual void sync() = 0;
+
+  // Stream-ordered flags: 8-byte words in any rank's area, only ever raised.
+  // signal: once the work enqueued before it is complete, sets *flag = value
+  // with system-scope release. wait: the work enqueued after it starts only
+  // once every flags[i] >= value (acquire). A wait that passes the timeout
+  // (NMOE_DIST_TIMEOUT_S) or outlives a failed rank is an error naming `what`
+  // (on the GPU, raised by the next wait or sync on the host).
+  virtual void signal(uint64_t* flag, uint64_t value) = 0;
+  virtual void wait(const uint64_t* flags, int n, uint64_t value, const std::string& what) = 0;
+  // Whether waits belong on the stream (flags) rather than on the host (sync,
+  // then a ShmGroup barrier): true for host memory and for ranks on distinct
+  // GPUs; ranks sharing one GPU would spin kernels against each other.
+  virtual bool stream_waits() const = 0;
 };
 
 // Host memory: the areas are group.data(r) + offset, of `bytes` each.

@@ -43,6 +43,7 @@ class Rendezvous {
   void start_watchdog();
   // Limit for one collective; default NMOE_DIST_TIMEOUT_S or 600 s.
   void set_timeout(double seconds) { timeout_s_ = seconds; }
+  double timeout() const { return timeout_s_; }
 
  private:
   enum class Op : uint32_t { all_gather = 1, broadcast, barrier, max, sum, error };

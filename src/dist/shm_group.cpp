@@ -39,33 +39,35 @@ ShmGroup::ShmGroup(const std::string& job_id, int rank, int world, size_t data_b
   for (int r = 0; r < world; ++r) data_[r] = static_cast<char*>(regions_[r].data()) + kControlBytes;
 }
 
+void ShmGroup::wait_until(const std::function<bool()>& done, const std::string& what, int peer) const {
+  const auto start = std::chrono::steady_clock::now();
+  int64_t spins = 0;
+  while (!done()) {
+    ++spins;
+    if (spins < 256) continue;
+    if (spins < 2048) {
+      sched_yield();
+      continue;
+    }
+    // Ranks may outnumber cores (tests): sleep rather than burn a peer's core.
+    timespec ts{0, 50'000};
+    nanosleep(&ts, nullptr);
+    if ((spins & 63) == 0) {
+      if (dist_failed()) fail(what, ": stopped because ", dist_failure_message());
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      NMOE_CHECK(waited < timeout_s_, what, ": rank ", rank_, " waited ", static_cast<int>(waited), " s for rank ",
+                 peer, " (NMOE_DIST_TIMEOUT_S = ", timeout_s_, "); the ranks have diverged or one is stuck");
+    }
+  }
+}
+
 void ShmGroup::barrier(const std::string& what) {
   if (world_ == 1) return;
   const int64_t phase = ++phase_;
   for (int r = 0; r < world_; ++r) control(r)->arrived[rank_].store(phase, std::memory_order_release);
   Control* mine = control(rank_);
-  const auto start = std::chrono::steady_clock::now();
-  for (int r = 0; r < world_; ++r) {
-    int64_t spins = 0;
-    while (mine->arrived[r].load(std::memory_order_acquire) < phase) {
-      ++spins;
-      if (spins < 256) continue;
-      if (spins < 2048) {
-        sched_yield();
-        continue;
-      }
-      // Ranks may outnumber cores (tests): sleep rather than burn a peer's core.
-      timespec ts{0, 50'000};
-      nanosleep(&ts, nullptr);
-      if ((spins & 63) == 0) {
-        if (dist_failed()) fail(what, ": stopped because ", dist_failure_message());
-        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        NMOE_CHECK(waited < timeout_s_, what, ": rank ", rank_, " waited ", static_cast<int>(waited),
-                   " s for rank ", r, " at a barrier (NMOE_DIST_TIMEOUT_S = ", timeout_s_,
-                   "); the ranks have diverged or one is stuck");
-      }
-    }
-  }
+  for (int r = 0; r < world_; ++r)
+    wait_until([&] { return mine->arrived[r].load(std::memory_order_acquire) >= phase; }, what + " (barrier)", r);
 }
 
 }  // namespace nmoe

@@ -36,6 +36,10 @@ class ShmGroup {
   // phase) in the error raised when a peer fails or the wait times out.
   void barrier(const std::string& what);
   void set_timeout(double seconds) { timeout_s_ = seconds; }
+  double timeout() const { return timeout_s_; }
+  // Waits until done() holds (spinning, then yielding, then sleeping); an
+  // error naming `what` and `peer` when a rank has failed or after timeout().
+  void wait_until(const std::function<bool()>& done, const std::string& what, int peer) const;
 
  private:
   struct Control {

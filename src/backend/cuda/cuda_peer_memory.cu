@@ -1,14 +1,17 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
+#include <set>
 #include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_peer_memory.h"
+#include "dist/abort.h"
 #include "dist/rendezvous.h"
 
 namespace nmoe {
@@ -34,11 +37,81 @@ __global__ void tree_sum_kernel(Parts parts, int n, T* dst, int64_t count) {
   }
 }
 
+__global__ void signal_kernel(uint64_t* flag, uint64_t value) {
+  __threadfence_system();
+  asm volatile("st.release.sys.global.u64 [%0], %1;\n" ::"l"(flag), "l"(value) : "memory");
+}
+
+__device__ __forceinline__ uint64_t load_acquire(const uint64_t* p) {
+  uint64_t v;
+  asm volatile("ld.acquire.sys.global.u64 %0, [%1];\n" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint64_t now_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Thread i waits for flags[i] >= value. On a timeout, or when the host's abort
+// word (mapped) is set, it records the wait's id and the flag in the mapped
+// record and returns: the host raises the error.
+__global__ void wait_kernel(const uint64_t* flags, int n, uint64_t value, const volatile int* abort_word,
+                            uint64_t timeout_ns, int* record, int id) {
+  const int i = threadIdx.x;
+  if (i >= n) return;
+  const uint64_t start = now_ns();
+  while (load_acquire(flags + i) < value) {
+    const bool aborted = *abort_word != 0, late = now_ns() - start > timeout_ns;
+    if (aborted || late) {
+      if (atomicCAS(record, 0, id) == 0) {
+        record[1] = i;
+        record[2] = aborted;
+        __threadfence_system();
+      }
+      return;
+    }
+    __nanosleep(256);
+  }
+}
+
+// NMOE_RDEP_WAITS: stream, host or auto (stream waits when every rank has a GPU of its own).
+bool stream_waits_selected(bool distinct_gpus) {
+  const char* v = std::getenv("NMOE_RDEP_WAITS");
+  const std::string s = v ? v : "auto";
+  NMOE_CHECK(s == "auto" || s == "stream" || s == "host", "NMOE_RDEP_WAITS must be auto, stream or host, got '", s,
+             "'");
+  return s == "stream" || (s == "auto" && distinct_gpus);
+}
+
+// The process's abort word (dist/abort.h), registered once and mapped for the device.
+int* mapped_abort_word() {
+  static int* dev = [] {
+    int* word = const_cast<int*>(dist_abort_word());
+    NMOE_CUDA_CHECK("peer memory", cudaHostRegister(word, sizeof(int), cudaHostRegisterMapped));
+    int* d = nullptr;
+    NMOE_CUDA_CHECK("peer memory", cudaHostGetDevicePointer(reinterpret_cast<void**>(&d), word, 0));
+    return d;
+  }();
+  return dev;
+}
+
 class CudaPeerMemory final : public PeerMemory {
  public:
-  CudaPeerMemory(CudaBackend& backend, Rendezvous& rdv, size_t bytes) : backend_(backend), bytes_(bytes) {
+  CudaPeerMemory(CudaBackend& backend, Rendezvous& rdv, size_t bytes)
+      : backend_(backend), bytes_(bytes), timeout_s_(rdv.timeout()) {
     const int W = rdv.world(), me = rdv.rank();
     NMOE_CHECK(W <= kMaxParts, "at most ", kMaxParts, " ranks");
+    int dev = 0;
+    NMOE_CUDA_CHECK("peer memory", cudaGetDevice(&dev));
+    cudaDeviceProp prop{};
+    NMOE_CUDA_CHECK("peer memory", cudaGetDeviceProperties(&prop, dev));
+    const std::vector<std::string> uuids = rdv.all_gather(std::string(prop.uuid.bytes, sizeof prop.uuid.bytes));
+    stream_waits_ = stream_waits_selected(std::set<std::string>(uuids.begin(), uuids.end()).size() == uuids.size());
+    NMOE_CUDA_CHECK("peer memory", cudaHostAlloc(&record_, 4 * sizeof(int), cudaHostAllocMapped));
+    std::memset(record_, 0, 4 * sizeof(int));
+    NMOE_CUDA_CHECK("peer memory", cudaHostGetDevicePointer(reinterpret_cast<void**>(&record_dev_), record_, 0));
+    abort_dev_ = mapped_abort_word();
     NMOE_CUDA_CHECK("peer memory", cudaMalloc(&mine_, bytes));
     NMOE_CUDA_CHECK("peer memory", cudaMemset(mine_, 0, bytes));
     cudaIpcMemHandle_t h;
@@ -65,6 +138,7 @@ class CudaPeerMemory final : public PeerMemory {
     for (size_t r = 0; r < areas_.size(); ++r)
       if (areas_[r] && areas_[r] != mine_) cudaIpcCloseMemHandle(areas_[r]);
     if (mine_) cudaFree(mine_);
+    if (record_) cudaFreeHost(record_);
   }
   char* area(int r) const override { return areas_[r]; }
   size_t area_bytes() const override { return bytes_; }
@@ -87,11 +161,48 @@ class CudaPeerMemory final : public PeerMemory {
     }
     NMOE_CUDA_LAUNCHED("peer sum");
   }
-  void sync() override { backend_.synchronize(); }
+  void sync() override {
+    backend_.synchronize();
+    check_waits();
+  }
+  void signal(uint64_t* flag, uint64_t value) override {
+    signal_kernel<<<1, 1, 0, backend_.stream()>>>(flag, value);
+    NMOE_CUDA_LAUNCHED("peer signal");
+  }
+  void wait(const uint64_t* flags, int n, uint64_t value, const std::string& what) override {
+    check_waits();
+    if (n == 0) return;
+    const int id = static_cast<int>(++waits_ % kWaitRing) + 1;
+    what_[id - 1] = what;
+    const auto timeout_ns = static_cast<uint64_t>(timeout_s_ * 1e9);
+    wait_kernel<<<1, 64, 0, backend_.stream()>>>(flags, n, value, abort_dev_, timeout_ns, record_dev_, id);
+    NMOE_CUDA_LAUNCHED("peer wait");
+  }
+  bool stream_waits() const override { return stream_waits_; }
 
  private:
+  static constexpr int kWaitRing = 256;  // waits in flight whose names are kept
+
+  // A wait kernel that gave up left its id in the record.
+  void check_waits() {
+    const int id = reinterpret_cast<volatile int*>(record_)[0];
+    if (id == 0) return;
+    const int peer = reinterpret_cast<volatile int*>(record_)[1];
+    if (reinterpret_cast<volatile int*>(record_)[2] || dist_failed())
+      fail(what_[id - 1], ": stopped because ", dist_failure_message());
+    fail(what_[id - 1], ": the GPU waited ", static_cast<int>(timeout_s_), " s for rank ", peer,
+         " (NMOE_DIST_TIMEOUT_S); the ranks have diverged or one is stuck");
+  }
+
   CudaBackend& backend_;
   size_t bytes_;
+  double timeout_s_;
+  bool stream_waits_ = false;
+  int* record_ = nullptr;      // mapped pinned: id of the wait that gave up, its flag, whether aborted
+  int* record_dev_ = nullptr;
+  int* abort_dev_ = nullptr;   // dist_abort_word(), mapped
+  int64_t waits_ = 0;
+  std::string what_[kWaitRing];
   void* mine_ = nullptr;
   std::vector<char*> areas_;
 };
