@@ -37,32 +37,33 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// Checks the offsets and, in rows mode, maps the block's linear M tile `t` to
-// (expert, first row of the tile). Returns false when the block has no work.
-// Every block validates the whole array; a bad array is reported and skipped.
+// The block's pass over the offsets: thread tid owns experts [e0, e1);
+// `before` counts the kBM-row tiles of the experts before e0 (an exclusive
+// scan over the block); `bad`, the same on every thread, says the offsets are
+// not 0 = o[0] <= ... <= o[E] = rows. Every thread of the block must call it.
+struct ExpertScan {
+  int e0, e1, before;
+  bool bad;
+};
 template <int kBM, int kThreads>
-__device__ bool locate_tile(const GroupedGemmArgs& p, int t, int& expert, int64_t& row0) {
-  __shared__ int s_expert, s_bad;
-  __shared__ int64_t s_row0;
+__device__ ExpertScan scan_expert_tiles(const GroupedGemmArgs& p) {
+  __shared__ int s_bad;
   __shared__ int s_warp_tiles[kThreads / 32];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (tid == 0) {
-    s_expert = -1;
-    s_bad = p.offsets[0] != 0 || p.offsets[p.E] != p.rows;
-  }
+  if (tid == 0) s_bad = p.offsets[0] != 0 || p.offsets[p.E] != p.rows;
   __syncthreads();
-  // Thread tid owns experts [e0, e1).
   const int per = (p.E + kThreads - 1) / kThreads;
-  const int e0 = min(p.E, tid * per), e1 = min(p.E, e0 + per);
+  ExpertScan r;
+  r.e0 = min(p.E, tid * per);
+  r.e1 = min(p.E, r.e0 + per);
   int tiles = 0;
   bool bad = false;
-  for (int e = e0; e < e1; ++e) {
+  for (int e = r.e0; e < r.e1; ++e) {
     const int32_t m = p.offsets[e + 1] - p.offsets[e];
     bad |= m < 0;
     tiles += (max(m, 0) + kBM - 1) / kBM;
   }
   if (bad) s_bad = 1;
-  // Exclusive scan of `tiles` over the block.
   int incl = tiles;
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -71,12 +72,25 @@ __device__ bool locate_tile(const GroupedGemmArgs& p, int t, int& expert, int64_
   }
   if (lane == 31) s_warp_tiles[warp] = incl;
   __syncthreads();
-  int before = incl - tiles;
-  for (int w = 0; w < warp; ++w) before += s_warp_tiles[w];
-  if (!s_bad) {
-    for (int e = e0; e < e1; ++e) {
-      const int32_t m = p.offsets[e + 1] - p.offsets[e];
-      const int n = (m + kBM - 1) / kBM;
+  r.before = incl - tiles;
+  for (int w = 0; w < warp; ++w) r.before += s_warp_tiles[w];
+  r.bad = s_bad;
+  return r;
+}
+
+// Checks the offsets and, in rows mode, maps the block's linear M tile `t` to
+// (expert, first row of the tile). Returns false when the block has no work.
+// Every block validates the whole array; a bad array is reported and skipped.
+template <int kBM, int kThreads>
+__device__ bool locate_tile(const GroupedGemmArgs& p, int t, int& expert, int64_t& row0) {
+  __shared__ int s_expert;
+  __shared__ int64_t s_row0;
+  if (threadIdx.x == 0) s_expert = -1;
+  const ExpertScan sc = scan_expert_tiles<kBM, kThreads>(p);  // its barriers publish s_expert = -1
+  if (!sc.bad) {
+    int before = sc.before;
+    for (int e = sc.e0; e < sc.e1; ++e) {
+      const int n = (p.offsets[e + 1] - p.offsets[e] + kBM - 1) / kBM;
       if (t >= before && t < before + n) {
         s_expert = e;
         s_row0 = p.offsets[e] + static_cast<int64_t>(t - before) * kBM;
@@ -85,8 +99,8 @@ __device__ bool locate_tile(const GroupedGemmArgs& p, int t, int& expert, int64_
     }
   }
   __syncthreads();
-  if (s_bad) {
-    if (tid == 0) report_error(p.err, kErrOffsets);
+  if (sc.bad) {
+    if (threadIdx.x == 0) report_error(p.err, kErrOffsets);
     return false;
   }
   expert = s_expert;

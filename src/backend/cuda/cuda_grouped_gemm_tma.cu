@@ -123,41 +123,18 @@ struct TmaArgs {
 // 0 = o[0] <= ... <= o[E] = rows. Wgrad: the same check only.
 template <bool Wgrad>
 __device__ bool build_tile_prefix(const GroupedGemmArgs& p, int* prefix) {
-  __shared__ int s_bad;
-  __shared__ int s_warp[kThreads / 32];
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (tid == 0) s_bad = p.offsets[0] != 0 || p.offsets[p.E] != p.rows;
-  const int per = (p.E + kThreads - 1) / kThreads;
-  const int e0 = min(p.E, tid * per), e1 = min(p.E, e0 + per);
-  int tiles = 0;
-  bool bad = false;
-  for (int e = e0; e < e1; ++e) {
-    const int32_t m = p.offsets[e + 1] - p.offsets[e];
-    bad |= m < 0;
-    tiles += (max(m, 0) + kBM - 1) / kBM;
-  }
-  __syncthreads();  // s_bad initialized
-  if (bad) s_bad = 1;
-  if constexpr (!Wgrad) {
-    int incl = tiles;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += v;
-    }
-    if (lane == 31) s_warp[warp] = incl;
-    __syncthreads();
-    int before = incl - tiles;
-    for (int w = 0; w < warp; ++w) before += s_warp[w];
-    for (int e = e0; e < e1; ++e) {
+  const ExpertScan sc = scan_expert_tiles<kBM, kThreads>(p);
+  if (!Wgrad && !sc.bad) {
+    int before = sc.before;
+    for (int e = sc.e0; e < sc.e1; ++e) {
       prefix[e] = before;
-      before += (max(p.offsets[e + 1] - p.offsets[e], 0) + kBM - 1) / kBM;
+      before += (p.offsets[e + 1] - p.offsets[e] + kBM - 1) / kBM;
     }
-    if (tid == kThreads - 1) prefix[p.E] = before;
+    if (threadIdx.x == kThreads - 1) prefix[p.E] = before;  // its e1 is E
   }
   __syncthreads();
-  if (s_bad && tid == 0) report_error(p.err, kErrOffsets);
-  return !s_bad;
+  if (sc.bad && threadIdx.x == 0) report_error(p.err, kErrOffsets);
+  return !sc.bad;
 }
 
 // Output tile t: its expert, rows, columns and K range. False: nothing to do
