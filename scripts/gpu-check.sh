@@ -9,6 +9,8 @@ mkdir -p "$OUT" /tmp/nmoe-libs
 tar -xJf .gpu/deps.tar.xz -C /tmp/nmoe-libs
 [ -f .gpu/bin.tar.xz ] && tar -xJf .gpu/bin.tar.xz -C .gpu
 export LD_LIBRARY_PATH=/tmp/nmoe-libs/lib:${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}${NMOE_CUDNN_LIB_DIR:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/cudnn/lib}  # cuDNN 9: not packed
+# NCCL (dense collectives when every rank has a GPU of its own): loaded at run time, not packed.
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:${NMOE_NCCL_LIB_DIR:-/opt/torch/.venv/lib/python3.12/site-packages/nvidia/nccl/lib}
 export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1 TORCH_SYMM_MEM_DISABLE_MULTICAST=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
@@ -61,6 +63,11 @@ if [ "${RDEP:-0}" = 1 ]; then
     NMOE_RDEP_WAITS=$waits timeout 120 .gpu/bin/n bench rdep --nproc $W --devices "$devs" --tokens 65536 --dim 768 \
       --experts 256 --top-k 7 --iters 10 2>&1 | tail -2 | tee "$OUT/bench_rdep_${W}_$waits.json"
   done
+  # NCCL cannot run two ranks on one GPU: forcing it must stop with a clear error.
+  NMOE_DENSE_COMM=nccl timeout 60 .gpu/bin/n train configs/tiny.toml --nproc 2 --devices 0,0 --set device=cuda \
+    --set steps=2 --set checkpoint_dir=/tmp/nmoe-nccl/ckpt --set experiments_db=/tmp/nmoe-nccl/exp.db > "$OUT/ep_nccl.log" 2>&1
+  echo "forced NCCL on one shared GPU: exit $? ($(grep -m1 -o 'NCCL refuses[^;]*' "$OUT/ep_nccl.log"))"
+  grep -h -m1 "dense gradients and parameters" "$OUT/ep_train_2.log"
   # Kill one of two ranks after its first steps: the other must stop with an error.
   rm -rf /tmp/nmoe-kill
   .gpu/bin/n train configs/tiny.toml --nproc 2 --devices 0,0 --set device=cuda --set steps=100000 --set log_every=1 \
@@ -120,12 +127,12 @@ fi
 # baseline (when BASELINE points at torch_moe_baseline.py), same GPU, same call.
 if [ "${BENCH:-0}" = 1 ]; then
   echo
-  echo "| impl | config | tokens/s | ms per micro-batch | MFU | peak memory GiB |"
-  echo "|---|---|---|---|---|---|"
+  echo "| impl | config | tokens/s | ms per micro-batch | MFU | peak memory GiB | host ms per step |"
+  echo "|---|---|---|---|---|---|---|"
   for cfg in dense moe super; do
     timeout 150 .gpu/bin/n bench "configs/speedrun/$cfg.toml" --set device=cuda --micro-batch 16 --seq 2048 \
       --steps "${BENCH_STEPS:-3}" --warmup 1 > "$OUT/bench_$cfg.json" 2> "$OUT/bench_$cfg.err" || true
-    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"| nmoe | $cfg | {d['tokens_per_s']:.0f} | {d['ms_per_micro_batch']:.1f} | {d['mfu']:.3f} | {d['measured_mem_gib']:.2f} (plan {d['planned_mem_gib']:.2f}) |\")" \
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"| nmoe | $cfg | {d['tokens_per_s']:.0f} | {d['ms_per_micro_batch']:.1f} | {d['mfu']:.3f} | {d['measured_mem_gib']:.2f} (plan {d['planned_mem_gib']:.2f}) | {d['host_ms_per_step']:.1f} |\")" \
       "$OUT/bench_$cfg.json" 2>/dev/null || echo "| nmoe | $cfg | failed: $(tail -c 200 "$OUT/bench_$cfg.err" | tr '\n' ' ') | | | |"
     # BENCH_ACCUMULATE=K: also K micro-batches per optimizer step (the speedrun
     # configs' batch_size is 16 micro-batches of 16 x 2048), ms per micro-batch.

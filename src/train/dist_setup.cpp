@@ -1,10 +1,14 @@
 #include "train/dist_setup.h"
 
+#include <cstdlib>
+#include <iostream>
 #include <string>
 
 #include "core/error.h"
+#include "dist/dense_comm.h"
 #include "dist/peer_memory.h"
 #if defined(NMOE_HAVE_CUDA) && __has_include("backend/cuda/cuda_peer_memory.h")
+#include "backend/cuda/cuda_nccl_comm.h"
 #include "backend/cuda/cuda_peer_memory.h"
 #define NMOE_CUDA_PEERS 1
 #endif
@@ -42,7 +46,27 @@ std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, Bac
   } else {
     ctx->peers = make_host_peer_memory(*ctx->shm, ts.host, bulk);
   }
-  ctx->comm = make_peer_comm(*ctx->rdv, *ctx->shm, *ctx->peers, ts.bulk, kStagingBytes);
+  DenseCommKind dense = DenseCommKind::Peer;
+  const char* dense_setting = std::getenv("NMOE_DENSE_COMM");
+  if (gpu) {
+#ifdef NMOE_CUDA_PEERS
+    const bool distinct = ranks_on_distinct_gpus(*ctx->rdv);
+    dense = choose_dense_comm(dense_setting, true, distinct, nccl_load_error());
+#endif
+  } else {
+    dense = choose_dense_comm(dense_setting, false, false, "");
+  }
+#ifdef NMOE_CUDA_PEERS
+  if (dense == DenseCommKind::Nccl) ctx->comm = make_nccl_comm(backend, *ctx->rdv);
+#endif
+  if (!ctx->comm) ctx->comm = make_peer_comm(*ctx->rdv, *ctx->shm, *ctx->peers, ts.bulk, kStagingBytes);
+  if (env.rank == 0) {
+    std::string how = dense_comm_name(dense);
+#ifdef NMOE_CUDA_PEERS
+    if (dense == DenseCommKind::Nccl) how = nccl_version_string();
+#endif
+    std::cerr << "ranks: " << env.world << ", dense gradients and parameters through " << how << "\n";
+  }
   if (moe)
     ctx->transport = make_peer_transport(backend, *ctx->shm, 0, *ctx->peers, 0, rows, s.dim, El, mo.act_dtype());
   return ctx;

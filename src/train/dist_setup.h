@@ -1,7 +1,8 @@
 // Joining a multi-process run: the rendezvous (with its failure watchdog),
-// the shared-memory group (barriers, headers) and the peer memory that carries
-// the MoE rows and the dense all-reduce (host memory for the CPU backend, GPU
-// memory mapped through CUDA IPC for the CUDA backend).
+// the shared-memory group (barriers, headers), the peer memory that carries
+// the MoE rows (host memory for the CPU backend, GPU memory mapped through
+// CUDA IPC for the CUDA backend) and the dense collectives (NCCL when every
+// rank has a GPU of its own, the peer memory otherwise: dist/dense_comm.h).
 #pragma once
 
 #include <memory>

@@ -102,12 +102,7 @@ class CudaPeerMemory final : public PeerMemory {
       : backend_(backend), bytes_(bytes), timeout_s_(rdv.timeout()) {
     const int W = rdv.world(), me = rdv.rank();
     NMOE_CHECK(W <= kMaxParts, "at most ", kMaxParts, " ranks");
-    int dev = 0;
-    NMOE_CUDA_CHECK("peer memory", cudaGetDevice(&dev));
-    cudaDeviceProp prop{};
-    NMOE_CUDA_CHECK("peer memory", cudaGetDeviceProperties(&prop, dev));
-    const std::vector<std::string> uuids = rdv.all_gather(std::string(prop.uuid.bytes, sizeof prop.uuid.bytes));
-    stream_waits_ = stream_waits_selected(std::set<std::string>(uuids.begin(), uuids.end()).size() == uuids.size());
+    stream_waits_ = stream_waits_selected(ranks_on_distinct_gpus(rdv));
     NMOE_CUDA_CHECK("peer memory", cudaHostAlloc(&record_, 4 * sizeof(int), cudaHostAllocMapped));
     std::memset(record_, 0, 4 * sizeof(int));
     NMOE_CUDA_CHECK("peer memory", cudaHostGetDevicePointer(reinterpret_cast<void**>(&record_dev_), record_, 0));
@@ -208,6 +203,15 @@ class CudaPeerMemory final : public PeerMemory {
 };
 
 }  // namespace
+
+bool ranks_on_distinct_gpus(Rendezvous& rdv) {
+  int dev = 0;
+  NMOE_CUDA_CHECK("peer memory", cudaGetDevice(&dev));
+  cudaDeviceProp prop{};
+  NMOE_CUDA_CHECK("peer memory", cudaGetDeviceProperties(&prop, dev));
+  const std::vector<std::string> uuids = rdv.all_gather(std::string(prop.uuid.bytes, sizeof prop.uuid.bytes));
+  return std::set<std::string>(uuids.begin(), uuids.end()).size() == uuids.size();
+}
 
 std::unique_ptr<PeerMemory> make_cuda_peer_memory(Backend& backend, Rendezvous& rdv, size_t bytes) {
   auto* cuda = dynamic_cast<CudaBackend*>(&backend);

@@ -13,6 +13,9 @@ namespace nmoe {
 class Backend;
 class Rendezvous;
 
+// Collective: whether no two ranks run on one GPU (compared by UUID).
+bool ranks_on_distinct_gpus(Rendezvous& rdv);
+
 // Collective: every rank calls it with the same bytes.
 std::unique_ptr<PeerMemory> make_cuda_peer_memory(Backend& backend, Rendezvous& rdv, size_t bytes);
 
