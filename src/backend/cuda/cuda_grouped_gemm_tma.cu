@@ -9,6 +9,10 @@
 // block-wide barrier in the main loop. 128 x 256 tiles read 25% fewer operand
 // bytes per FLOP than 128 x 128 (the 128 x 128 kernel is bound by L2
 // bandwidth); they run one block per multiprocessor, 128 x 128 tiles two.
+// With one block nothing hides a tile's epilogue, so in rows mode the
+// consumers put the 128 x 256 output tile into shared memory and bulk copies
+// (one per half row, so rows past the expert's end are skipped) write it out
+// while they multiply the next tile (NMOE_GG_STORE=direct: from registers).
 //
 // Each block first turns the offsets into a prefix of M tiles per expert in
 // shared memory (checking them), so a tile finds its expert by binary search.
@@ -23,7 +27,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "backend/cuda/cuda_grouped_gemm.h"
 #include "backend/cuda/cuda_grouped_gemm_common.cuh"
@@ -44,13 +50,20 @@ constexpr int kMaxExperts = 4096;
 // BN = 128: 3 stages of 32 KiB, two blocks per multiprocessor, 112 registers.
 // BN = 256: 4 stages of 48 KiB, one block, 168 registers (128 accumulators per
 // thread; a block of 288 threads is allocated registers as 12 warps).
-template <int BN>
+// Staged (BN = 256, rows mode): 3 stages and an output tile in shared memory
+// that bulk copies write out while the consumers go on to the next tile (at
+// one block per multiprocessor nothing else hides the epilogue); rows padded
+// by 16 bytes so that the accumulators go in without bank conflicts.
+template <int BN, bool Staged = false>
 struct TileShape {
-  static constexpr int kStages = BN == 256 ? 4 : 3;
+  static_assert(!Staged || BN == 256, "the staged epilogue is for 128 x 256 tiles");
+  static constexpr int kStages = Staged ? 3 : BN == 256 ? 4 : 3;
   static constexpr int kBlocksPerSm = BN == 256 ? 1 : 2;
   static constexpr int kRegisters = BN == 256 ? 168 : 112;
   static constexpr int kStageBytes = kATileBytes + BN * kBK * 2;
-  static constexpr int kBarrierOffset = kStages * kStageBytes;            // from the 1 KiB-aligned base
+  static constexpr int kOutRowBytes = BN * 2 + 16;
+  static constexpr int kOutOffset = kStages * kStageBytes;  // from the 1 KiB-aligned base
+  static constexpr int kBarrierOffset = kOutOffset + (Staged ? 2 * 64 * kOutRowBytes : 0);
   static constexpr int kPrefixOffset = kBarrierOffset + 2 * kStages * 8;
   static int smem_bytes(int E) { return 1024 + kPrefixOffset + 4 * (E + 1); }
 };
@@ -112,6 +125,41 @@ __device__ __forceinline__ void zero_k_tail(unsigned char* tile, int valid, int 
   }
 }
 
+// Staged epilogue of one consumer warpgroup (wtid 0..127): its 64 x BN
+// accumulators go to its rows of the output tile in shared memory as BF16 (the
+// rounding of store_m64n), then one bulk copy per half row writes them out;
+// rows past the expert's end and columns past N are not copied. The copies of
+// the previous tile must have read the buffer first.
+template <int BN, int RowBytes>
+__device__ __forceinline__ void store_staged(const GroupedGemmArgs& p, const TileWork& w, const float (&acc)[BN / 2],
+                                             int wg, int warp_in_wg, int lane, unsigned char* out, uint32_t out_s) {
+  const int wtid = warp_in_wg * 32 + lane;
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+  asm volatile("bar.sync %0, 128;\n" ::"r"(2 + wg) : "memory");
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    uint32_t* row = reinterpret_cast<uint32_t*>(out + (warp_in_wg * 16 + g + half * 8) * RowBytes);
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const __nv_bfloat162 v = __floats2bfloat162_rn(acc[4 * j + 2 * half], acc[4 * j + 2 * half + 1]);
+      row[4 * j + t4] = *reinterpret_cast<const uint32_t*>(&v);
+    }
+  }
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // visible to the bulk copies
+  asm volatile("bar.sync %0, 128;\n" ::"r"(2 + wg) : "memory");
+  const int r = wtid >> 1, part = wtid & 1;
+  const int64_t row = w.m0 + wg * 64 + r, col0 = w.n0 + part * (BN / 2);
+  if (row < w.m_end && col0 < p.N) {
+    const int64_t cols = p.N - col0 < BN / 2 ? p.N - col0 : BN / 2;
+    const __nv_bfloat16* dst = static_cast<const __nv_bfloat16*>(p.C) + row * p.ldc + col0;
+    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(dst),
+                 "r"(out_s + r * RowBytes + part * BN), "r"(static_cast<int>(cols * 2))
+                 : "memory");
+  }
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+
 struct TmaArgs {
   GroupedGemmArgs p;
   int64_t b_row_stride;  // rows mode: rows of the B tensor per expert (R)
@@ -167,11 +215,12 @@ __device__ __forceinline__ bool tile_at(const GroupedGemmArgs& p, const int* pre
   }
 }
 
-template <bool AK, bool BK, bool Wgrad, class OutT, int BN>
-__global__ void __maxnreg__(TileShape<BN>::kRegisters)
+template <bool AK, bool BK, bool Wgrad, class OutT, int BN, bool Staged>
+__global__ void __maxnreg__((TileShape<BN, Staged>::kRegisters))
     grouped_gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a,
                             const __grid_constant__ CUtensorMap map_b, const TmaArgs args) {
-  using S = TileShape<BN>;
+  static_assert(!Staged || (!Wgrad && sizeof(OutT) == 2), "the staged epilogue writes BF16 rows");
+  using S = TileShape<BN, Staged>;
   constexpr int kStages = S::kStages, kStageBytes = S::kStageBytes;
   extern __shared__ unsigned char smem_raw[];
   const GroupedGemmArgs& p = args.p;
@@ -249,8 +298,14 @@ __global__ void __maxnreg__(TileShape<BN>::kRegisters)
     asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
     if (prev >= 0 && lane == 0) mbar_arrive(empty0 + 8 * prev);
     // The producer is already loading the next tile's first stages.
-    store_m64n<Wgrad, OutT, BN>(p, w, acc, wg, warp_in_wg, lane);
+    if constexpr (Staged)
+      store_staged<BN, S::kOutRowBytes>(p, w, acc, wg, warp_in_wg, lane,
+                                        base_ptr + S::kOutOffset + wg * 64 * S::kOutRowBytes,
+                                        base + S::kOutOffset + wg * 64 * S::kOutRowBytes);
+    else
+      store_m64n<Wgrad, OutT, BN>(p, w, acc, wg, warp_in_wg, lane);
   }
+  if constexpr (Staged) asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 
 PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
@@ -284,6 +339,30 @@ CUtensorMap make_map(const void* data, int64_t rows, int64_t cols, int box_rows,
   return map;
 }
 
+int max_smem_per_block() {
+  static const int n = [] {
+    int dev = 0, bytes = 0;
+    NMOE_CUDA_CHECK("grouped_matmul", cudaGetDevice(&dev));
+    NMOE_CUDA_CHECK("grouped_matmul", cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return bytes;
+  }();
+  return n;
+}
+
+// NMOE_GG_STORE: how 128 x 256 tiles of the forward and input gradients are
+// written: auto (default) or staged (through shared memory and bulk copies,
+// where the expert count leaves room), direct (from registers).
+bool staged_store_selected() {
+  static const bool staged = [] {
+    const char* v = std::getenv("NMOE_GG_STORE");
+    const std::string s = v ? v : "auto";
+    NMOE_CHECK(s == "auto" || s == "staged" || s == "direct", "NMOE_GG_STORE must be auto, staged or direct, got '",
+               s, "'");
+    return s != "direct";
+  }();
+  return staged;
+}
+
 int multiprocessors() {
   static const int n = [] {
     int dev = 0, sms = 0;
@@ -294,16 +373,32 @@ int multiprocessors() {
   return n;
 }
 
-template <bool AK, bool BK, bool Wgrad, class OutT, int BN>
+// The dynamic shared memory a kernel may have: the device's limit per block
+// less the kernel's static shared memory (the offsets scan).
+template <bool AK, bool BK, bool Wgrad, class OutT, int BN, bool Staged>
+int dynamic_smem_limit() {
+  static const int n = [] {
+    cudaFuncAttributes a{};
+    NMOE_CUDA_CHECK("grouped_matmul",
+                    cudaFuncGetAttributes(&a, grouped_gemm_tma_kernel<AK, BK, Wgrad, OutT, BN, Staged>));
+    return max_smem_per_block() - static_cast<int>(a.sharedSizeBytes);
+  }();
+  return n;
+}
+
+template <bool AK, bool BK, bool Wgrad, class OutT, int BN, bool Staged = false>
 void launch(cudaStream_t stream, const CUtensorMap& a, const CUtensorMap& b, const TmaArgs& args,
             int64_t tile_bound, const char* op) {
-  using S = TileShape<BN>;
-  constexpr auto kernel = grouped_gemm_tma_kernel<AK, BK, Wgrad, OutT, BN>;
+  using S = TileShape<BN, Staged>;
+  constexpr auto kernel = grouped_gemm_tma_kernel<AK, BK, Wgrad, OutT, BN, Staged>;
+  const int limit = dynamic_smem_limit<AK, BK, Wgrad, OutT, BN, Staged>();
   static const bool configured = [&] {
-    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             S::smem_bytes(kMaxExperts)));
+    const int bytes = std::min(S::smem_bytes(kMaxExperts), limit);
+    NMOE_CUDA_CHECK(op, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     return true;
   }();
+  NMOE_CHECK(S::smem_bytes(args.p.E) <= limit, op, ": ", args.p.E,
+             " experts need more shared memory than the TMA kernel has");
   (void)configured;
   const int64_t blocks = std::min<int64_t>(tile_bound, int64_t(multiprocessors()) * S::kBlocksPerSm);
   if (blocks <= 0) return;
@@ -328,6 +423,15 @@ void launch_tile(cudaStream_t stream, const GroupedGemmArgs& p, bool transW, boo
   const int64_t bound = ((p.rows + kBM - 1) / kBM + p.E) * args.p.tiles_n;  // >= the prefix's tiles
   const CUtensorMap a = make_map(p.A, p.rows, p.K, kBM, op);
   const CUtensorMap b = make_map(p.B, int64_t(p.E) * R, S, transW ? BN : 64, op);
+  if constexpr (BN == 256) {
+    const int limit = transW ? dynamic_smem_limit<true, true, false, __nv_bfloat16, BN, true>()
+                             : dynamic_smem_limit<true, false, false, __nv_bfloat16, BN, true>();
+    if (staged_store_selected() && TileShape<BN, true>::smem_bytes(p.E) <= limit) {
+      if (transW) launch<true, true, false, __nv_bfloat16, BN, true>(stream, a, b, args, bound, op);
+      else launch<true, false, false, __nv_bfloat16, BN, true>(stream, a, b, args, bound, op);
+      return;
+    }
+  }
   if (transW) launch<true, true, false, __nv_bfloat16, BN>(stream, a, b, args, bound, op);
   else launch<true, false, false, __nv_bfloat16, BN>(stream, a, b, args, bound, op);
 }
