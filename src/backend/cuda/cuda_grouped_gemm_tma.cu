@@ -50,7 +50,7 @@ constexpr int kMaxExperts = 4096;
 // BN = 128: 3 stages of 32 KiB, two blocks per multiprocessor, 112 registers.
 // BN = 256: 4 stages of 48 KiB, one block, 168 registers (128 accumulators per
 // thread; a block of 288 threads is allocated registers as 12 warps).
-// Staged (BN = 256, rows mode): 3 stages and an output tile in shared memory
+// Staged (BN = 256, BF16 output): 3 stages and an output tile in shared memory
 // that bulk copies write out while the consumers go on to the next tile (at
 // one block per multiprocessor nothing else hides the epilogue); rows padded
 // by 16 bytes so that the accumulators go in without bank conflicts.
@@ -127,10 +127,11 @@ __device__ __forceinline__ void zero_k_tail(unsigned char* tile, int valid, int 
 
 // Staged epilogue of one consumer warpgroup (wtid 0..127): its 64 x BN
 // accumulators go to its rows of the output tile in shared memory as BF16 (the
-// rounding of store_m64n), then one bulk copy per half row writes them out;
+// rounding of store_m64n), then one bulk copy per half row writes them out
+// (weight gradient: adds them, one BF16 add per element as red.add does);
 // rows past the expert's end and columns past N are not copied. The copies of
 // the previous tile must have read the buffer first.
-template <int BN, int RowBytes>
+template <bool Wgrad, int BN, int RowBytes>
 __device__ __forceinline__ void store_staged(const GroupedGemmArgs& p, const TileWork& w, const float (&acc)[BN / 2],
                                              int wg, int warp_in_wg, int lane, unsigned char* out, uint32_t out_s) {
   const int wtid = warp_in_wg * 32 + lane;
@@ -152,10 +153,17 @@ __device__ __forceinline__ void store_staged(const GroupedGemmArgs& p, const Til
   const int64_t row = w.m0 + wg * 64 + r, col0 = w.n0 + part * (BN / 2);
   if (row < w.m_end && col0 < p.N) {
     const int64_t cols = p.N - col0 < BN / 2 ? p.N - col0 : BN / 2;
-    const __nv_bfloat16* dst = static_cast<const __nv_bfloat16*>(p.C) + row * p.ldc + col0;
-    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(dst),
-                 "r"(out_s + r * RowBytes + part * BN), "r"(static_cast<int>(cols * 2))
-                 : "memory");
+    const __nv_bfloat16* dst =
+        static_cast<const __nv_bfloat16*>(p.C) + (Wgrad ? w.expert * p.c_stride : 0) + row * p.ldc + col0;
+    const uint32_t src = out_s + r * RowBytes + part * BN;
+    const int bytes = static_cast<int>(cols * 2);
+    if constexpr (Wgrad)
+      asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.noftz.bf16 [%0], [%1], %2;\n" ::"l"(dst),
+                   "r"(src), "r"(bytes)
+                   : "memory");
+    else
+      asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(dst), "r"(src), "r"(bytes)
+                   : "memory");
   }
   asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
 }
@@ -219,7 +227,7 @@ template <bool AK, bool BK, bool Wgrad, class OutT, int BN, bool Staged>
 __global__ void __maxnreg__((TileShape<BN, Staged>::kRegisters))
     grouped_gemm_tma_kernel(const __grid_constant__ CUtensorMap map_a,
                             const __grid_constant__ CUtensorMap map_b, const TmaArgs args) {
-  static_assert(!Staged || (!Wgrad && sizeof(OutT) == 2), "the staged epilogue writes BF16 rows");
+  static_assert(!Staged || sizeof(OutT) == 2, "the staged epilogue writes BF16 rows");
   using S = TileShape<BN, Staged>;
   constexpr int kStages = S::kStages, kStageBytes = S::kStageBytes;
   extern __shared__ unsigned char smem_raw[];
@@ -299,7 +307,7 @@ __global__ void __maxnreg__((TileShape<BN, Staged>::kRegisters))
     if (prev >= 0 && lane == 0) mbar_arrive(empty0 + 8 * prev);
     // The producer is already loading the next tile's first stages.
     if constexpr (Staged)
-      store_staged<BN, S::kOutRowBytes>(p, w, acc, wg, warp_in_wg, lane,
+      store_staged<Wgrad, BN, S::kOutRowBytes>(p, w, acc, wg, warp_in_wg, lane,
                                         base_ptr + S::kOutOffset + wg * 64 * S::kOutRowBytes,
                                         base + S::kOutOffset + wg * 64 * S::kOutRowBytes);
     else
@@ -415,6 +423,13 @@ void launch_tile(cudaStream_t stream, const GroupedGemmArgs& p, bool transW, boo
     args.p.tiles_m = static_cast<int>((p.M + kBM - 1) / kBM);
     args.tiles = int64_t(p.E) * args.p.tiles_m * args.p.tiles_n;
     const CUtensorMap a = make_map(p.A, p.rows, R, 64, op), b = make_map(p.B, p.rows, S, 64, op);
+    if constexpr (BN == 256) {
+      if (!out_f32 && staged_store_selected() &&
+          TileShape<BN, true>::smem_bytes(p.E) <= dynamic_smem_limit<false, false, true, __nv_bfloat16, BN, true>()) {
+        launch<false, false, true, __nv_bfloat16, BN, true>(stream, a, b, args, args.tiles, op);
+        return;
+      }
+    }
     if (out_f32) launch<false, false, true, float, BN>(stream, a, b, args, args.tiles, op);
     else launch<false, false, true, __nv_bfloat16, BN>(stream, a, b, args, args.tiles, op);
     return;
