@@ -84,14 +84,14 @@ fi
 # torch._grouped_mm, same GPU, same call.
 if [ "${GG_BENCH:-0}" = 1 ]; then
   echo
-  for v in "tma serial 128 auto" "tma serial 256 staged" "tma serial 256 direct" "wgmma serial auto auto" \
+  for v in "tma serial 128 auto" "tma serial 192 staged" "tma serial 256 staged" "tma serial 256 direct" "wgmma serial auto auto" \
            "mma serial auto auto" "wgmma overlap auto auto"; do
     set -- $v
     echo "grouped GEMM tests, $1 $2 $3 $4: $(NMOE_GROUPED_GEMM=$1 NMOE_GG_PIPELINE=$2 NMOE_GG_TILE_N=$3 NMOE_GG_STORE=$4 .gpu/bin/nmoe_gpu_tests \
       --gtest_brief=1 --gtest_filter='CudaGroupedGemm.*' 2>&1 | grep -E '^\[  (PASSED|FAILED)' | tr '\n' ' ')"
   done
   # A variant is kernel:pipeline[:tile width of the TMA kernel[:its store of 256-wide tiles]].
-  for v in ${GG_VARIANTS:-auto:serial tma:serial:128 tma:serial:256:staged tma:serial:256:direct wgmma:serial wgmma:overlap mma:serial cublas:serial}; do
+  for v in ${GG_VARIANTS:-auto:serial tma:serial:128 tma:serial:192 tma:serial:256:staged tma:serial:256:direct wgmma:serial wgmma:overlap mma:serial cublas:serial}; do
     IFS=: read -r impl pipe tile store <<< "$v"; tile=${tile:-auto}; store=${store:-auto}
     NMOE_GROUPED_GEMM=$impl NMOE_GG_PIPELINE=$pipe NMOE_GG_TILE_N=$tile NMOE_GG_STORE=$store .gpu/bin/nmoe_gpu_tests --gtest_also_run_disabled_tests \
       --gtest_filter='CudaGroupedGemm.DISABLED_*' 2>&1 | grep '^\[grouped-gemm' | sed "s/^\[grouped-gemm $impl/[grouped-gemm $impl-$pipe-$tile-$store/" \

@@ -92,6 +92,37 @@ TEST(CudaBench, DISABLED_OpTimes) {
   report("adamw 100M", time_ms([&] { gpu().adamw(pw, pg, pm, pv, a, loss); }), P * 28e-9);
 }
 
+// The dense GEMMs of the speedrun models (BF16, 16 x 2048 tokens) on cuBLAS
+// and on the grouped GEMM kernel with one expert, forward (y = x W^T), input
+// gradient (dx = dy W) and weight gradient (dW += dy^T x, F32).
+TEST(CudaBench, DISABLED_DenseGemms) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  constexpr DType H = DType::BF16;
+  const int64_t N = 16 * 2048;
+  struct Shape2 {
+    const char* name;
+    int64_t out, in;
+  };
+  for (const Shape2& sh : {Shape2{"qkv 768->2304", 2304, 768}, Shape2{"wo 768->768", 768, 768},
+                           Shape2{"mlp w13 768->6144", 6144, 768}, Shape2{"mlp w2 3072->768", 768, 3072},
+                           Shape2{"shared w13 768->768", 768, 768}, Shape2{"shared w2 384->768", 768, 384}}) {
+    DevTensor x(H, Shape{N, sh.in}), dy(H, Shape{N, sh.out}), y(H, Shape{N, sh.out}), dx(H, Shape{N, sh.in});
+    DevTensor w(H, Shape{1, sh.out, sh.in}), dw(F, Shape{1, sh.out, sh.in});
+    HostTensor off_h = indices(Shape{2}, {0, int32_t(N)});
+    DevTensor off(off_h);
+    for (const DevTensor* t : {&x, &dy, &w, &dw}) gpu().fill(*t, 0.01);
+    const Tensor w2d = w.t().view(Shape{sh.out, sh.in}), dw2d = dw.t().view(Shape{sh.out, sh.in});
+    const double gf = 2.0 * N * sh.out * sh.in * 1e-9;
+    std::printf("[dense-gemm] %s\n", sh.name);
+    report("  fwd cublas", time_ms([&] { gpu().matmul(x, false, w2d, true, y, 1, 0); }), 0, gf);
+    report("  fwd grouped", time_ms([&] { gpu().grouped_matmul(x, w, true, off, y); }), 0, gf);
+    report("  dgrad cublas", time_ms([&] { gpu().matmul(dy, false, w2d, false, dx, 1, 0); }), 0, gf);
+    report("  dgrad grouped", time_ms([&] { gpu().grouped_matmul(dy, w, false, off, dx); }), 0, gf);
+    report("  wgrad cublas", time_ms([&] { gpu().matmul(dy, true, x, false, dw2d, 1, 1); }), 0, gf);
+    report("  wgrad grouped", time_ms([&] { gpu().grouped_matmul_wgrad(dy, x, off, dw); }), 0, gf);
+  }
+}
+
 TEST(CudaBench, DISABLED_ModelStep) {
   NMOE_SKIP_WITHOUT_CUDA();
   Config cfg = load_config_string(R"(

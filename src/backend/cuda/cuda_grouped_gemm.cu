@@ -221,8 +221,8 @@ enum class Impl { Auto, Tma, Wgmma, Mma, Cublas };
 
 // NMOE_GROUPED_GEMM picks the kernel: auto (default: the fastest measured per
 // product, see docs/perf.md: tma for the forward and input gradients, and for
-// weight gradients whose output is a multiple of 256 wide; wgmma for the
-// other weight gradients), tma (persistent, wgmma fed by the bulk tensor
+// weight gradients whose output is a multiple of 256 wide, or of 192 in BF16;
+// wgmma for the other weight gradients), tma (persistent, wgmma fed by the bulk tensor
 // copy engine, warp-specialized), wgmma (fed by cp.async), mma (the portable
 // mma.sync kernel) or cublas (one cuBLAS call per expert after a host sync).
 static Impl selected_impl() {
@@ -241,19 +241,22 @@ static Impl selected_impl() {
 }
 
 // The TMA kernel's tile width for an output `n` columns wide: NMOE_GG_TILE_N =
-// 128 or 256 fixes it; auto (default) takes 256 when n is a multiple of 256
-// and, for the forward and input gradients (rows mode, whose 256-wide tiles
-// store through shared memory), also when the last 256-wide tile is at least
-// half used: at n = 384 those run at 400 TFLOP/s against 327 for 128-wide.
-static int tma_tile_n(int64_t n, bool rows_mode) {
+// 128, 192 or 256 fixes it. auto (default), forward and input gradients: 256
+// when n is a multiple of 256, else 192 when n is a multiple of 192 (the
+// 384-wide products: no half-empty tile), else 128; BF16 weight gradients
+// prefer 192 (526 against 492 TFLOP/s for the 768-wide w13). 192-wide tiles
+// exist only with the staged store (BF16 output); elsewhere they run as 128.
+static int tma_tile_n(int64_t n, bool bf16_wgrad = false) {
   static const int fixed = [] {
     const char* v = std::getenv("NMOE_GG_TILE_N");
     const std::string s = v ? v : "auto";
-    NMOE_CHECK(s == "auto" || s == "128" || s == "256", "NMOE_GG_TILE_N must be auto, 128 or 256, got '", s, "'");
+    NMOE_CHECK(s == "auto" || s == "128" || s == "192" || s == "256",
+               "NMOE_GG_TILE_N must be auto, 128, 192 or 256, got '", s, "'");
     return s == "auto" ? 0 : std::stoi(s);
   }();
   if (fixed) return fixed;
-  return n % 256 == 0 || (rows_mode && n % 256 >= 128) ? 256 : 128;
+  if (bf16_wgrad && n % 192 == 0) return 192;
+  return n % 256 == 0 ? 256 : n % 192 == 0 ? 192 : 128;
 }
 
 bool device_grouped_gemm_supported(int64_t R, int64_t S, const void* a, const void* b,
@@ -290,7 +293,7 @@ void device_grouped_gemm(cudaStream_t stream, int* err, const __nv_bfloat16* X,
   const dim3 grid(static_cast<unsigned>(blocks));
   const Impl impl = selected_impl();
   if ((impl == Impl::Tma || impl == Impl::Auto) && tma_grouped_gemm_fits(M, E, R, S))
-    launch_grouped_gemm_tma(stream, p, tma_tile_n(p.N, true), transW, false, false, R, S, op);
+    launch_grouped_gemm_tma(stream, p, tma_tile_n(p.N), transW, false, false, R, S, op);
   else if (selected_impl() != Impl::Mma) launch_grouped_gemm_wgmma(stream, p, grid, true, transW, false, false, op);
   else if (transW) launch<true, true, false, __nv_bfloat16>(stream, p, grid, op);
   else launch<true, false, false, __nv_bfloat16>(stream, p, grid, op);
@@ -322,8 +325,12 @@ void device_grouped_gemm_wgrad(cudaStream_t stream, int* err, const __nv_bfloat1
   // auto: the TMA kernel when its tiles are 256 wide (as measured, the
   // cp.async kernel is faster than 128-wide TMA tiles on the weight gradient).
   const Impl impl = selected_impl();
-  if ((impl == Impl::Tma || (impl == Impl::Auto && tma_tile_n(S, false) == 256)) && tma_grouped_gemm_fits(M, E, R, S))
-    launch_grouped_gemm_tma(stream, p, tma_tile_n(S, false), false, true, dW_f32, R, S, op);
+  // auto: the TMA kernel on its wide tiles (192-wide ones with BF16 output only); its 128-wide tiles lose
+  // to the cp.async kernel here.
+  const int tile = tma_tile_n(S, !dW_f32);
+  const bool tma_wide = tile == 256 || (tile == 192 && !dW_f32);
+  if ((impl == Impl::Tma || (impl == Impl::Auto && tma_wide)) && tma_grouped_gemm_fits(M, E, R, S))
+    launch_grouped_gemm_tma(stream, p, tile, false, true, dW_f32, R, S, op);
   else if (selected_impl() != Impl::Mma) launch_grouped_gemm_wgmma(stream, p, grid, false, false, true, dW_f32, op);
   else if (dW_f32) launch<false, false, true, float>(stream, p, grid, op);
   else launch<false, false, true, __nv_bfloat16>(stream, p, grid, op);

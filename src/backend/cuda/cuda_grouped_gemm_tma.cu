@@ -4,7 +4,7 @@
 // 64-deep k-slice into a ring of shared-memory stages (completion counted on an
 // mbarrier per stage), running ahead into the next output tile while the
 // consumers store the last one; two consumer warpgroups multiply with wgmma
-// (64 rows each of a 128 x BN output tile, BN = 128 or 256), keeping one
+// (64 rows each of a 128 x BN output tile, BN = 128, 192 or 256), keeping one
 // k-slice in flight and handing each stage back through a second mbarrier. No
 // block-wide barrier in the main loop. 128 x 256 tiles read 25% fewer operand
 // bytes per FLOP than 128 x 128 (the 128 x 128 kernel is bound by L2
@@ -50,16 +50,18 @@ constexpr int kMaxExperts = 4096;
 // BN = 128: 3 stages of 32 KiB, two blocks per multiprocessor, 112 registers.
 // BN = 256: 4 stages of 48 KiB, one block, 168 registers (128 accumulators per
 // thread; a block of 288 threads is allocated registers as 12 warps).
-// Staged (BN = 256, BF16 output): 3 stages and an output tile in shared memory
-// that bulk copies write out while the consumers go on to the next tile (at
-// one block per multiprocessor nothing else hides the epilogue); rows padded
-// by 16 bytes so that the accumulators go in without bank conflicts.
+// Staged (BN = 256 or 192, BF16 output): an output tile in shared memory that
+// bulk copies write out while the consumers go on to the next tile (at one
+// block per multiprocessor nothing else hides the epilogue); rows padded by 16
+// bytes so that the accumulators go in without bank conflicts. 3 stages at
+// BN = 256, 4 of 40 KiB at BN = 192 (384-wide outputs without a half-empty tile).
 template <int BN, bool Staged = false>
 struct TileShape {
-  static_assert(!Staged || BN == 256, "the staged epilogue is for 128 x 256 tiles");
-  static constexpr int kStages = Staged ? 3 : BN == 256 ? 4 : 3;
-  static constexpr int kBlocksPerSm = BN == 256 ? 1 : 2;
-  static constexpr int kRegisters = BN == 256 ? 168 : 112;
+  static_assert(BN == 128 || BN == 256 || (BN == 192 && Staged), "TMA tiles are 128 or 256 wide, or 192 staged");
+  static_assert(!Staged || BN >= 192, "the staged epilogue is for 128 x 192 and 128 x 256 tiles");
+  static constexpr int kStages = BN == 256 ? (Staged ? 3 : 4) : BN == 192 ? 4 : 3;
+  static constexpr int kBlocksPerSm = BN == 128 ? 2 : 1;
+  static constexpr int kRegisters = BN == 128 ? 112 : 168;
   static constexpr int kStageBytes = kATileBytes + BN * kBK * 2;
   static constexpr int kOutRowBytes = BN * 2 + 16;
   static constexpr int kOutOffset = kStages * kStageBytes;  // from the 1 KiB-aligned base
@@ -416,29 +418,54 @@ void launch(cudaStream_t stream, const CUtensorMap& a, const CUtensorMap& b, con
 
 template <int BN>
 void launch_tile(cudaStream_t stream, const GroupedGemmArgs& p, bool transW, bool wgrad, bool out_f32, int64_t R,
+                 int64_t S, const char* op);
+
+// Whether 192-wide tiles can run (they exist only with the staged store).
+bool staged_192_fits(const GroupedGemmArgs& p, bool transW, bool wgrad, bool out_f32) {
+  if (!staged_store_selected() || out_f32) return false;
+  const int limit = wgrad    ? dynamic_smem_limit<false, false, true, __nv_bfloat16, 192, true>()
+                    : transW ? dynamic_smem_limit<true, true, false, __nv_bfloat16, 192, true>()
+                             : dynamic_smem_limit<true, false, false, __nv_bfloat16, 192, true>();
+  return TileShape<192, true>::smem_bytes(p.E) <= limit;
+}
+
+template <int BN>
+void launch_tile(cudaStream_t stream, const GroupedGemmArgs& p, bool transW, bool wgrad, bool out_f32, int64_t R,
                  int64_t S, const char* op) {
+  if constexpr (BN == 192) {
+    if (!staged_192_fits(p, transW, wgrad, out_f32)) return launch_tile<128>(stream, p, transW, wgrad, out_f32, R, S, op);
+  }
   TmaArgs args{p, R, 0};
   args.p.tiles_n = static_cast<int>((p.N + BN - 1) / BN);
   if (wgrad) {  // A = dY [M, R], B = X [M, S], both MN-major
     args.p.tiles_m = static_cast<int>((p.M + kBM - 1) / kBM);
     args.tiles = int64_t(p.E) * args.p.tiles_m * args.p.tiles_n;
     const CUtensorMap a = make_map(p.A, p.rows, R, 64, op), b = make_map(p.B, p.rows, S, 64, op);
-    if constexpr (BN == 256) {
+    if constexpr (BN == 192) {
+      launch<false, false, true, __nv_bfloat16, BN, true>(stream, a, b, args, args.tiles, op);
+      return;
+    } else if constexpr (BN == 256) {
       if (!out_f32 && staged_store_selected() &&
           TileShape<BN, true>::smem_bytes(p.E) <= dynamic_smem_limit<false, false, true, __nv_bfloat16, BN, true>()) {
         launch<false, false, true, __nv_bfloat16, BN, true>(stream, a, b, args, args.tiles, op);
         return;
       }
     }
-    if (out_f32) launch<false, false, true, float, BN>(stream, a, b, args, args.tiles, op);
-    else launch<false, false, true, __nv_bfloat16, BN>(stream, a, b, args, args.tiles, op);
+    if constexpr (BN != 192) {
+      if (out_f32) launch<false, false, true, float, BN>(stream, a, b, args, args.tiles, op);
+      else launch<false, false, true, __nv_bfloat16, BN>(stream, a, b, args, args.tiles, op);
+    }
     return;
   }
   // Rows mode: A = X [M, K] K-major; B = W as [E * R, S].
   const int64_t bound = ((p.rows + kBM - 1) / kBM + p.E) * args.p.tiles_n;  // >= the prefix's tiles
   const CUtensorMap a = make_map(p.A, p.rows, p.K, kBM, op);
   const CUtensorMap b = make_map(p.B, int64_t(p.E) * R, S, transW ? BN : 64, op);
-  if constexpr (BN == 256) {
+  if constexpr (BN == 192) {
+    if (transW) launch<true, true, false, __nv_bfloat16, BN, true>(stream, a, b, args, bound, op);
+    else launch<true, false, false, __nv_bfloat16, BN, true>(stream, a, b, args, bound, op);
+    return;
+  } else if constexpr (BN == 256) {
     const int limit = transW ? dynamic_smem_limit<true, true, false, __nv_bfloat16, BN, true>()
                              : dynamic_smem_limit<true, false, false, __nv_bfloat16, BN, true>();
     if (staged_store_selected() && TileShape<BN, true>::smem_bytes(p.E) <= limit) {
@@ -447,8 +474,10 @@ void launch_tile(cudaStream_t stream, const GroupedGemmArgs& p, bool transW, boo
       return;
     }
   }
-  if (transW) launch<true, true, false, __nv_bfloat16, BN>(stream, a, b, args, bound, op);
-  else launch<true, false, false, __nv_bfloat16, BN>(stream, a, b, args, bound, op);
+  if constexpr (BN != 192) {
+    if (transW) launch<true, true, false, __nv_bfloat16, BN>(stream, a, b, args, bound, op);
+    else launch<true, false, false, __nv_bfloat16, BN>(stream, a, b, args, bound, op);
+  }
 }
 
 }  // namespace
@@ -460,8 +489,10 @@ bool tma_grouped_gemm_fits(int64_t M, int64_t E, int64_t R, int64_t S) {
 
 void launch_grouped_gemm_tma(cudaStream_t stream, const GroupedGemmArgs& p, int tile_n, bool transW, bool wgrad,
                              bool out_f32, int64_t R, int64_t S, const char* op) {
-  NMOE_CHECK(tile_n == 128 || tile_n == 256, op, ": TMA tiles are 128 or 256 columns wide, got ", tile_n);
+  NMOE_CHECK(tile_n == 128 || tile_n == 192 || tile_n == 256, op, ": TMA tiles are 128, 192 or 256 columns wide, got ",
+             tile_n);
   if (tile_n == 256) launch_tile<256>(stream, p, transW, wgrad, out_f32, R, S, op);
+  else if (tile_n == 192) launch_tile<192>(stream, p, transW, wgrad, out_f32, R, S, op);
   else launch_tile<128>(stream, p, transW, wgrad, out_f32, R, S, op);
 }
 
