@@ -134,7 +134,7 @@ if [ "${BENCH:-0}" = 1 ]; then
     timeout 150 .gpu/bin/n bench "configs/speedrun/$cfg.toml" --set device=cuda --micro-batch 16 --seq 2048 \
       --steps "${BENCH_STEPS:-3}" --warmup 1 > "$OUT/bench_$cfg.json" 2> "$OUT/bench_$cfg.err" || true
     python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"| nmoe | $cfg | {d['tokens_per_s']:.0f} | {d['ms_per_micro_batch']:.1f} | {d['mfu']:.3f} | {d['measured_mem_gib']:.2f} (plan {d['planned_mem_gib']:.2f}) | {d['host_ms_per_step']:.1f} |\")" \
-      "$OUT/bench_$cfg.json" 2>/dev/null || echo "| nmoe | $cfg | failed: $(tail -c 200 "$OUT/bench_$cfg.err" | tr '\n' ' ') | | | |"
+      "$OUT/bench_$cfg.json" 2>/dev/null || echo "| nmoe | $cfg | failed: $(tail -c 200 "$OUT/bench_$cfg.err" | tr '\n' ' ') | | | | |"
     # BENCH_ACCUMULATE=K: also K micro-batches per optimizer step (the speedrun
     # configs' batch_size is 16 micro-batches of 16 x 2048), ms per micro-batch.
     if [ -n "${BENCH_ACCUMULATE:-}" ]; then

@@ -97,9 +97,10 @@ int cmd_bench(const std::vector<std::string>& args) {
   loss = model.read_loss_sum() / static_cast<double>(count * accumulate);
   backend->synchronize();
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
-  // The host's own time for one step: enqueueing it on an idle device. Well
-  // below ms_per_step, the device never waits for the host (launch overhead
-  // is hidden; a CUDA graph would not speed the step up).
+  // The host's own time for one step: enqueueing it on an idle device (host
+  // syncs inside the step count too). When this is well below ms_per_step,
+  // the device does not wait for the host, and a CUDA graph would not speed
+  // the step up.
   double host_dt = 0;
   if (!timed) {
     const auto h0 = std::chrono::steady_clock::now();

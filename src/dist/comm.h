@@ -24,9 +24,10 @@ class Comm {
   int rank() const { return rank_; }
   int world() const { return world_; }
 
-  // t = elementwise sum over ranks (F32, F64 or I32 in backend memory), with
-  // the bracketing of tree_sum.h, so every rank gets the same bits and the
-  // result does not depend on the rank count for power-of-two counts.
+  // t = elementwise sum over ranks (F32, F64 or I32 in backend memory); every
+  // rank gets the same bits. Through peer memory the bracketing is that of
+  // tree_sum.h, so the result does not depend on the rank count for
+  // power-of-two counts; through NCCL it is NCCL's.
   virtual void all_reduce_sum(const Tensor& t, const std::string& what) = 0;
 
   // Every rank contributes elements [bounds[r], bounds[r+1]) of flat (rank r's

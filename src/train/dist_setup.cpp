@@ -16,8 +16,37 @@
 namespace nmoe {
 
 namespace {
+
 constexpr size_t kStagingBytes = size_t(8) << 20;  // all-reduce chunks: 2 x 4 MiB per rank
+
+// The dense collectives: NCCL or peer memory (dist/dense_comm.h), the same
+// choice on every rank (a rank that cannot load NCCL makes all of them use
+// peer memory, or fail when NCCL is insisted on).
+std::unique_ptr<Comm> make_dense_comm(DistContext& ctx, Backend& backend, bool gpu, size_t staging_offset) {
+  Rendezvous& rdv = *ctx.rdv;
+  const char* setting = std::getenv("NMOE_DENSE_COMM");
+  DenseCommKind kind = DenseCommKind::Peer;
+  std::string how = dense_comm_name(kind);
+#ifdef NMOE_CUDA_PEERS
+  if (gpu) {
+    const bool distinct = ranks_on_distinct_gpus(rdv);
+    std::string missing = nccl_load_error();
+    if (rdv.all_reduce_max(missing.empty() ? 0 : 1) != 0 && missing.empty())
+      missing = "another rank cannot load NCCL";
+    kind = choose_dense_comm(setting, true, distinct, missing);
+    if (kind == DenseCommKind::Nccl) how = nccl_version_string();
+  }
+#endif
+  if (!gpu) kind = choose_dense_comm(setting, false, false, "");
+  if (rdv.rank() == 0)
+    std::cerr << "ranks: " << rdv.world() << ", dense gradients and parameters through " << how << "\n";
+#ifdef NMOE_CUDA_PEERS
+  if (kind == DenseCommKind::Nccl) return make_nccl_comm(backend, rdv);
+#endif
+  return make_peer_comm(rdv, *ctx.shm, *ctx.peers, staging_offset, kStagingBytes);
 }
+
+}  // namespace
 
 std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, Backend& backend,
                                       const ModelOptions& mo) {
@@ -46,27 +75,7 @@ std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, Bac
   } else {
     ctx->peers = make_host_peer_memory(*ctx->shm, ts.host, bulk);
   }
-  DenseCommKind dense = DenseCommKind::Peer;
-  const char* dense_setting = std::getenv("NMOE_DENSE_COMM");
-  if (gpu) {
-#ifdef NMOE_CUDA_PEERS
-    const bool distinct = ranks_on_distinct_gpus(*ctx->rdv);
-    dense = choose_dense_comm(dense_setting, true, distinct, nccl_load_error());
-#endif
-  } else {
-    dense = choose_dense_comm(dense_setting, false, false, "");
-  }
-#ifdef NMOE_CUDA_PEERS
-  if (dense == DenseCommKind::Nccl) ctx->comm = make_nccl_comm(backend, *ctx->rdv);
-#endif
-  if (!ctx->comm) ctx->comm = make_peer_comm(*ctx->rdv, *ctx->shm, *ctx->peers, ts.bulk, kStagingBytes);
-  if (env.rank == 0) {
-    std::string how = dense_comm_name(dense);
-#ifdef NMOE_CUDA_PEERS
-    if (dense == DenseCommKind::Nccl) how = nccl_version_string();
-#endif
-    std::cerr << "ranks: " << env.world << ", dense gradients and parameters through " << how << "\n";
-  }
+  ctx->comm = make_dense_comm(*ctx, backend, gpu, ts.bulk);
   if (moe)
     ctx->transport = make_peer_transport(backend, *ctx->shm, 0, *ctx->peers, 0, rows, s.dim, El, mo.act_dtype());
   return ctx;

@@ -293,7 +293,8 @@ void device_grouped_gemm(cudaStream_t stream, int* err, const __nv_bfloat16* X,
   const dim3 grid(static_cast<unsigned>(blocks));
   const Impl impl = selected_impl();
   if ((impl == Impl::Tma || impl == Impl::Auto) && tma_grouped_gemm_fits(M, E, R, S))
-    launch_grouped_gemm_tma(stream, p, tma_tile_n(p.N), transW, false, false, R, S, op);
+    launch_grouped_gemm_tma(stream, p, tma_tile_that_runs(tma_tile_n(p.N), p.N, E, transW, false, false), transW,
+                            false, false, R, S, op);
   else if (selected_impl() != Impl::Mma) launch_grouped_gemm_wgmma(stream, p, grid, true, transW, false, false, op);
   else if (transW) launch<true, true, false, __nv_bfloat16>(stream, p, grid, op);
   else launch<true, false, false, __nv_bfloat16>(stream, p, grid, op);
@@ -322,14 +323,11 @@ void device_grouped_gemm_wgrad(cudaStream_t stream, int* err, const __nv_bfloat1
   p.tiles_m = static_cast<int>((R + kBM - 1) / kBM);
   p.tiles_n = static_cast<int>((S + kBN - 1) / kBN);
   const dim3 grid(static_cast<unsigned>(p.tiles_m * p.tiles_n), static_cast<unsigned>(E));
-  // auto: the TMA kernel when its tiles are 256 wide (as measured, the
-  // cp.async kernel is faster than 128-wide TMA tiles on the weight gradient).
+  // auto: the TMA kernel on its 192- or 256-wide tiles; as measured, the
+  // cp.async kernel is faster than its 128-wide tiles on the weight gradient.
   const Impl impl = selected_impl();
-  // auto: the TMA kernel on its wide tiles (192-wide ones with BF16 output only); its 128-wide tiles lose
-  // to the cp.async kernel here.
-  const int tile = tma_tile_n(S, !dW_f32);
-  const bool tma_wide = tile == 256 || (tile == 192 && !dW_f32);
-  if ((impl == Impl::Tma || (impl == Impl::Auto && tma_wide)) && tma_grouped_gemm_fits(M, E, R, S))
+  const int tile = tma_tile_that_runs(tma_tile_n(S, !dW_f32), S, E, false, true, dW_f32);
+  if ((impl == Impl::Tma || (impl == Impl::Auto && tile != 128)) && tma_grouped_gemm_fits(M, E, R, S))
     launch_grouped_gemm_tma(stream, p, tile, false, true, dW_f32, R, S, op);
   else if (selected_impl() != Impl::Mma) launch_grouped_gemm_wgmma(stream, p, grid, false, false, true, dW_f32, op);
   else if (dW_f32) launch<false, false, true, float>(stream, p, grid, op);

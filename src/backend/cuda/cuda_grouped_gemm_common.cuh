@@ -189,9 +189,13 @@ namespace nmoe::cuda {
 void launch_grouped_gemm_wgmma(cudaStream_t stream, const gg::GroupedGemmArgs& p, dim3 grid,
                                bool a_kmajor, bool b_kmajor, bool wgrad, bool out_f32, const char* op);
 // The persistent TMA + warp-specialized kernel (cuda_grouped_gemm_tma.cu):
-// 128 x tile_n output tiles (tile_n = 128 or 256), its own grid. R, S: the
-// widths of W [E, R, S] (rows mode) or of dY / X (wgrad).
+// 128 x tile_n output tiles (tile_n = 128, 192 or 256), its own grid. R, S:
+// the widths of W [E, R, S] (rows mode) or of dY / X (wgrad).
 bool tma_grouped_gemm_fits(int64_t M, int64_t E, int64_t R, int64_t S);
+// The width that runs for a wanted tile_n and an output n wide: 192-wide tiles
+// need the staged store (BF16 output, NMOE_GG_STORE not direct, room for the E
+// experts' prefix); without it 256 when n is a multiple of 256, else 128.
+int tma_tile_that_runs(int tile_n, int64_t n, int E, bool transW, bool wgrad, bool out_f32);
 void launch_grouped_gemm_tma(cudaStream_t stream, const gg::GroupedGemmArgs& p, int tile_n, bool transW, bool wgrad,
                              bool out_f32, int64_t R, int64_t S, const char* op);
 }  // namespace nmoe::cuda

@@ -9,10 +9,11 @@
 // block-wide barrier in the main loop. 128 x 256 tiles read 25% fewer operand
 // bytes per FLOP than 128 x 128 (the 128 x 128 kernel is bound by L2
 // bandwidth); they run one block per multiprocessor, 128 x 128 tiles two.
-// With one block nothing hides a tile's epilogue, so in rows mode the
-// consumers put the 128 x 256 output tile into shared memory and bulk copies
-// (one per half row, so rows past the expert's end are skipped) write it out
-// while they multiply the next tile (NMOE_GG_STORE=direct: from registers).
+// With one block nothing hides a tile's epilogue, so on 128 x 256 and
+// 128 x 192 tiles with BF16 output the consumers put the output tile into
+// shared memory and bulk copies (one per half row, so rows past the expert's
+// end are skipped; weight gradients: bulk adds) write it out while they
+// multiply the next tile (NMOE_GG_STORE=direct: from registers, 256-wide only).
 //
 // Each block first turns the offsets into a prefix of M tiles per expert in
 // shared memory (checking them), so a tile finds its expert by binary search.
@@ -102,7 +103,7 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, i
       : "memory");
 }
 
-// Loads an operand tile of `cols` (128 or 256) rows or columns at k-slice k0.
+// Loads an operand tile of `cols` (128, 192 or 256) rows or columns at k-slice k0.
 // K-major: one box of 64 (k) x cols rows at (k0, mn0).
 // MN-major: cols / 64 boxes of 64 (mn) x 64 (k) at (mn0 + 64h, k0), 8 KiB apart.
 template <bool KMajor, int Cols>
@@ -359,9 +360,10 @@ int max_smem_per_block() {
   return n;
 }
 
-// NMOE_GG_STORE: how 128 x 256 tiles of the forward and input gradients are
-// written: auto (default) or staged (through shared memory and bulk copies,
-// where the expert count leaves room), direct (from registers).
+// NMOE_GG_STORE: how 128 x 256 tiles with BF16 output are written: auto
+// (default) or staged (through shared memory and bulk copies, where the expert
+// count leaves room), direct (from registers; 192-wide tiles, which exist only
+// staged, then do not run).
 bool staged_store_selected() {
   static const bool staged = [] {
     const char* v = std::getenv("NMOE_GG_STORE");
@@ -421,19 +423,19 @@ void launch_tile(cudaStream_t stream, const GroupedGemmArgs& p, bool transW, boo
                  int64_t S, const char* op);
 
 // Whether 192-wide tiles can run (they exist only with the staged store).
-bool staged_192_fits(const GroupedGemmArgs& p, bool transW, bool wgrad, bool out_f32) {
+bool staged_192_fits(int E, bool transW, bool wgrad, bool out_f32) {
   if (!staged_store_selected() || out_f32) return false;
   const int limit = wgrad    ? dynamic_smem_limit<false, false, true, __nv_bfloat16, 192, true>()
                     : transW ? dynamic_smem_limit<true, true, false, __nv_bfloat16, 192, true>()
                              : dynamic_smem_limit<true, false, false, __nv_bfloat16, 192, true>();
-  return TileShape<192, true>::smem_bytes(p.E) <= limit;
+  return TileShape<192, true>::smem_bytes(E) <= limit;
 }
 
 template <int BN>
 void launch_tile(cudaStream_t stream, const GroupedGemmArgs& p, bool transW, bool wgrad, bool out_f32, int64_t R,
                  int64_t S, const char* op) {
   if constexpr (BN == 192) {
-    if (!staged_192_fits(p, transW, wgrad, out_f32)) return launch_tile<128>(stream, p, transW, wgrad, out_f32, R, S, op);
+    NMOE_ASSERT(staged_192_fits(p.E, transW, wgrad, out_f32));  // callers ask tma_tile_that_runs
   }
   TmaArgs args{p, R, 0};
   args.p.tiles_n = static_cast<int>((p.N + BN - 1) / BN);
@@ -481,6 +483,11 @@ void launch_tile(cudaStream_t stream, const GroupedGemmArgs& p, bool transW, boo
 }
 
 }  // namespace
+
+int tma_tile_that_runs(int tile_n, int64_t n, int E, bool transW, bool wgrad, bool out_f32) {
+  if (tile_n != 192 || staged_192_fits(E, transW, wgrad, out_f32)) return tile_n;
+  return n % 256 == 0 ? 256 : 128;
+}
 
 bool tma_grouped_gemm_fits(int64_t M, int64_t E, int64_t R, int64_t S) {
   const int64_t lim = int64_t(1) << 31;

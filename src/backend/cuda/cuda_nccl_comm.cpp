@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <thread>
+#include <type_traits>
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "core/error.h"
@@ -92,9 +93,8 @@ class NcclComm final : public Comm {
     check_nccl(n.CommInitRank(&comm_, world_, id, rank_), "NCCL setup (ncclCommInitRank)");
   }
   ~NcclComm() override {
-    if (!comm_) return;
+    if (!comm_) return;  // never made, or aborted
     // A failed run aborts: destroying waits for the peers' pending work.
-    if (aborted_) return;
     if (std::uncaught_exceptions() > 0 || dist_failed())
       nccl().CommAbort(comm_);
     else
@@ -112,6 +112,7 @@ class NcclComm final : public Comm {
       case DType::I32: dt = kNcclInt32; break;
       default: fail(what, ": all_reduce_sum does not support ", dtype_name(t.dtype));
     }
+    check_usable(what);
     check_nccl(nccl().AllReduce(t.data, t.data, static_cast<size_t>(t.numel()), dt, kNcclSum, comm_,
                                 backend_.stream()),
                what);
@@ -130,14 +131,17 @@ class NcclComm final : public Comm {
     const size_t es = dtype_size(t.dtype);
     char* data = t.ptr<char>();
     const Nccl& n = nccl();
+    check_usable(what);
     check_nccl(n.GroupStart(), what);
-    for (int r = 0; r < W; ++r) {
-      const int64_t len = bounds[r + 1] - bounds[r];
-      if (len == 0) continue;
-      char* p = data + bounds[r] * es;
-      check_nccl(n.Broadcast(p, p, static_cast<size_t>(len) * es, kNcclInt8, r, comm_, backend_.stream()), what);
+    ncclResult_t r = kNcclSuccess;
+    for (int root = 0; root < W && (r == kNcclSuccess || r == kNcclInProgress); ++root) {
+      const int64_t len = bounds[root + 1] - bounds[root];
+      char* p = data + bounds[root] * es;
+      if (len > 0) r = n.Broadcast(p, p, static_cast<size_t>(len) * es, kNcclInt8, root, comm_, backend_.stream());
     }
-    check_nccl(n.GroupEnd(), what);
+    const ncclResult_t end = n.GroupEnd();  // closes the group even when a call failed
+    check_nccl(r, what);
+    check_nccl(end, what);
     wait(what);
   }
 
@@ -162,9 +166,12 @@ class NcclComm final : public Comm {
     }
     backend_.synchronize();  // raises device errors of the work before
   }
+  void check_usable(const std::string& what) const {
+    NMOE_CHECK(comm_ != nullptr, what, ": the NCCL communicator was aborted after an earlier failure");
+  }
   [[noreturn]] void abort_with(const std::string& what, const std::string& why) {
     nccl().CommAbort(comm_);
-    aborted_ = true;
+    comm_ = nullptr;
     set_dist_failure(what + ": " + why);
     fail(what, ": ", why);
   }
@@ -172,7 +179,6 @@ class NcclComm final : public Comm {
   CudaBackend& backend_;
   double timeout_s_;
   ncclComm_t comm_ = nullptr;
-  bool aborted_ = false;
 };
 
 }  // namespace

@@ -22,7 +22,9 @@ std::string nccl_version_string();
 // Collective: every rank calls it. Collectives run on the backend's stream;
 // each returns once its result is complete, and gives up with an error when
 // another rank fails (dist/abort.h) or it waits longer than the rendezvous's
-// timeout.
+// timeout. Making the communicator blocks in NCCL until every rank has joined
+// (a rank that dies then is left to the launcher, which stops the others).
+// Sums are in NCCL's order: the bits depend on the rank count.
 std::unique_ptr<Comm> make_nccl_comm(Backend& backend, Rendezvous& rdv);
 
 }  // namespace nmoe
