@@ -43,6 +43,10 @@ class Comm {
   void barrier();
 
  protected:
+  // Checks all_gather's bounds for t (world() + 1 non-decreasing offsets
+  // within t); returns the longest slice.
+  int64_t check_gather_bounds(const Tensor& t, const std::vector<int64_t>& bounds, const std::string& what) const;
+
   Rendezvous& rdv_;
   int rank_ = 0, world_ = 1;
 };

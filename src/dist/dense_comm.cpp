@@ -1,12 +1,12 @@
 #include "dist/dense_comm.h"
 
+#include "core/env_choice.h"
 #include "core/error.h"
 
 namespace nmoe {
 
 DenseCommKind choose_dense_comm(const char* setting, bool gpu, bool distinct_gpus, const std::string& nccl_missing) {
-  const std::string s = setting && *setting ? setting : "auto";
-  NMOE_CHECK(s == "auto" || s == "nccl" || s == "peer", "NMOE_DENSE_COMM must be auto, nccl or peer, got '", s, "'");
+  const std::string s = checked_choice("NMOE_DENSE_COMM", setting, {"auto", "nccl", "peer"});
   if (s == "peer") return DenseCommKind::Peer;
   const bool possible = gpu && distinct_gpus && nccl_missing.empty();
   if (s == "auto") return possible ? DenseCommKind::Nccl : DenseCommKind::Peer;

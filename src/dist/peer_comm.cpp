@@ -30,15 +30,7 @@ class PeerComm final : public Comm {
 
   void all_gather(const Tensor& t, const std::vector<int64_t>& bounds, const std::string& what) override {
     const int W = world_;
-    NMOE_CHECK(static_cast<int>(bounds.size()) == W + 1, what, ": all_gather needs ", W + 1, " bounds, got ",
-               bounds.size());
-    NMOE_CHECK(bounds[0] >= 0 && bounds[W] <= t.numel(), what, ": all_gather bounds [", bounds[0], ", ", bounds[W],
-               ") exceed the tensor's ", t.numel(), " elements");
-    int64_t longest = 0;
-    for (int r = 0; r < W; ++r) {
-      NMOE_CHECK(bounds[r] <= bounds[r + 1], what, ": all_gather bounds decrease at rank ", r);
-      longest = std::max(longest, bounds[r + 1] - bounds[r]);
-    }
+    const int64_t longest = check_gather_bounds(t, bounds, what);
     if (W == 1 || longest == 0) return;
     const size_t es = dtype_size(t.dtype);
     char* data = t.ptr<char>();

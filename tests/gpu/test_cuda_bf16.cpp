@@ -620,6 +620,18 @@ TEST(CudaBf16Model, ForwardBackwardNearCpuF32) {
   std::printf("[bf16 model] worst per-tensor gradient rel error %.3g\n", worst);
 }
 
+// F32 master weights with a BF16 compute copy, micro-batches of cfg's batch
+// size; expert gradients in expert_grads.
+ModelOptions bf16_options(const Config& cfg, DType expert_grads = DType::F32) {
+  ModelOptions o;
+  o.dtype = F;
+  o.compute_dtype = BF;
+  o.expert_grad_dtype = expert_grads;
+  o.micro_batch = cfg.batch_size;
+  o.seq_len = cfg.seq_len;
+  return o;
+}
+
 // The optimizer refreshes the BF16 compute copy of the weights in its AdamW
 // pass (adamw_copy): after each step the copy is the master weights rounded.
 TEST(CudaBf16Model, OptimizerStepRefreshesComputeCopy) {
@@ -627,12 +639,7 @@ TEST(CudaBf16Model, OptimizerStepRefreshesComputeCopy) {
   Config cfg = load_config_string(kMoeToml, "gpu_model_bf16_opt", {});
   std::vector<int32_t> tok, tgt;
   make_batch(cfg, tok, tgt);
-  ModelOptions o;
-  o.dtype = F;
-  o.compute_dtype = BF;
-  o.micro_batch = cfg.batch_size;
-  o.seq_len = cfg.seq_len;
-  Model m(cfg, gpu(), o);
+  Model m(cfg, gpu(), bf16_options(cfg));
   m.init_weights(77);
   Optimizer opt(cfg, m);
   const ParamStore& ps = m.params();
@@ -705,13 +712,8 @@ TEST(CudaBf16Model, Bf16ExpertGradientsAccumulateMicroBatches) {
   std::vector<std::vector<float>> grads;
   std::vector<Param> params;
   for (DType eg : {F, BF}) {
-    ModelOptions o;
-    o.dtype = F;
-    o.compute_dtype = BF;
-    o.expert_grad_dtype = eg;
+    ModelOptions o = bf16_options(cfg, eg);
     o.exact_accumulation = false;
-    o.micro_batch = cfg.batch_size;
-    o.seq_len = cfg.seq_len;
     Model m(cfg, gpu(), o);
     m.init_weights(8);
     m.zero_grads();
@@ -761,13 +763,7 @@ TEST(CudaBf16Model, Bf16ExpertGradientsTrain) {
   std::vector<double> losses[2];
   double norms[2] = {0, 0};
   for (int run = 0; run < 2; ++run) {
-    ModelOptions o;
-    o.dtype = F;
-    o.compute_dtype = BF;
-    if (run == 1) o.expert_grad_dtype = BF;
-    o.micro_batch = cfg.batch_size;
-    o.seq_len = cfg.seq_len;
-    Model m(cfg, gpu(), o);
+    Model m(cfg, gpu(), bf16_options(cfg, run == 1 ? BF : F));
     m.init_weights(5);
     ASSERT_EQ(m.params().split_grads(), run == 1);
     Optimizer opt(cfg, m);

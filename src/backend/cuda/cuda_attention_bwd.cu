@@ -24,8 +24,7 @@ template <class T>
 __global__ void attn_delta_kernel(const T* dout, const T* out, float* delta, int64_t N, int H,
                                   int T_, int Dh) {
   const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; w < N * H; w += warps) {
+  NMOE_WARP_STRIDE(w, N * H) {
     const int64_t n = w / H;
     const int h = int(w % H);
     const T *g = dout + w * Dh, *o = out + w * Dh;

@@ -166,6 +166,11 @@ __device__ __forceinline__ uint4 pack16<__nv_bfloat16>(const float* f) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);    \
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
+// A warp per item w in [0, n), grid-stride.
+#define NMOE_WARP_STRIDE(w, n)                                                                      \
+  for (int64_t w = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; w < (n); \
+       w += static_cast<int64_t>(gridDim.x) * (blockDim.x >> 5))
+
 inline cudaStream_t stream_of(const CudaBackend& b) { return b.stream(); }
 
 // ---- deterministic reductions (fixed shuffle trees) ----------------------------------------

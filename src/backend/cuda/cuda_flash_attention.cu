@@ -209,8 +209,7 @@ __global__ void __launch_bounds__(kThreadsFA)
 __global__ void flash_delta_kernel(const bf16* dout, const bf16* out, float* delta, int64_t N,
                                    int H, int T_, int Dh) {
   const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; w < N * H; w += warps) {
+  NMOE_WARP_STRIDE(w, N * H) {
     const int64_t n = w / H;
     const int h = int(w % H);
     const bf16 *g = dout + w * Dh, *o = out + w * Dh;

@@ -26,6 +26,7 @@
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_grouped_gemm.h"
 #include "backend/cuda/cuda_grouped_gemm_common.cuh"
+#include "core/env_choice.h"
 
 namespace nmoe::cuda {
 namespace {
@@ -227,10 +228,7 @@ enum class Impl { Auto, Tma, Wgmma, Mma, Cublas };
 // mma.sync kernel) or cublas (one cuBLAS call per expert after a host sync).
 static Impl selected_impl() {
   static const Impl impl = [] {
-    const char* v = std::getenv("NMOE_GROUPED_GEMM");
-    const std::string s = v ? v : "auto";
-    NMOE_CHECK(s == "auto" || s == "tma" || s == "wgmma" || s == "mma" || s == "cublas",
-               "NMOE_GROUPED_GEMM must be auto, tma, wgmma, mma or cublas, got '", s, "'");
+    const std::string s = env_choice("NMOE_GROUPED_GEMM", {"auto", "tma", "wgmma", "mma", "cublas"});
     return s == "auto"    ? Impl::Auto
            : s == "tma"   ? Impl::Tma
            : s == "wgmma" ? Impl::Wgmma
@@ -248,10 +246,7 @@ static Impl selected_impl() {
 // exist only with the staged store (BF16 output); elsewhere they run as 128.
 static int tma_tile_n(int64_t n, bool bf16_wgrad = false) {
   static const int fixed = [] {
-    const char* v = std::getenv("NMOE_GG_TILE_N");
-    const std::string s = v ? v : "auto";
-    NMOE_CHECK(s == "auto" || s == "128" || s == "192" || s == "256",
-               "NMOE_GG_TILE_N must be auto, 128, 192 or 256, got '", s, "'");
+    const std::string s = env_choice("NMOE_GG_TILE_N", {"auto", "128", "192", "256"});
     return s == "auto" ? 0 : std::stoi(s);
   }();
   if (fixed) return fixed;

@@ -28,13 +28,13 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
 #include <string>
 
 #include "backend/cuda/cuda_grouped_gemm.h"
 #include "backend/cuda/cuda_grouped_gemm_common.cuh"
 #include "backend/cuda/cuda_wgmma.cuh"
+#include "core/env_choice.h"
 
 namespace nmoe::cuda {
 namespace {
@@ -350,13 +350,15 @@ CUtensorMap make_map(const void* data, int64_t rows, int64_t cols, int box_rows,
   return map;
 }
 
+int device_attribute(cudaDeviceAttr a) {
+  int dev = 0, v = 0;
+  NMOE_CUDA_CHECK("grouped_matmul", cudaGetDevice(&dev));
+  NMOE_CUDA_CHECK("grouped_matmul", cudaDeviceGetAttribute(&v, a, dev));
+  return v;
+}
+
 int max_smem_per_block() {
-  static const int n = [] {
-    int dev = 0, bytes = 0;
-    NMOE_CUDA_CHECK("grouped_matmul", cudaGetDevice(&dev));
-    NMOE_CUDA_CHECK("grouped_matmul", cudaDeviceGetAttribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return bytes;
-  }();
+  static const int n = device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   return n;
 }
 
@@ -366,22 +368,13 @@ int max_smem_per_block() {
 // staged, then do not run).
 bool staged_store_selected() {
   static const bool staged = [] {
-    const char* v = std::getenv("NMOE_GG_STORE");
-    const std::string s = v ? v : "auto";
-    NMOE_CHECK(s == "auto" || s == "staged" || s == "direct", "NMOE_GG_STORE must be auto, staged or direct, got '",
-               s, "'");
-    return s != "direct";
+    return env_choice("NMOE_GG_STORE", {"auto", "staged", "direct"}) != "direct";
   }();
   return staged;
 }
 
 int multiprocessors() {
-  static const int n = [] {
-    int dev = 0, sms = 0;
-    NMOE_CUDA_CHECK("grouped_matmul", cudaGetDevice(&dev));
-    NMOE_CUDA_CHECK("grouped_matmul", cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return sms;
-  }();
+  static const int n = device_attribute(cudaDevAttrMultiProcessorCount);
   return n;
 }
 

@@ -18,6 +18,7 @@
 #include "backend/cuda/cuda_grouped_gemm.h"
 #include "backend/cuda/cuda_grouped_gemm_common.cuh"
 #include "backend/cuda/cuda_wgmma.cuh"
+#include "core/env_choice.h"
 
 namespace nmoe::cuda {
 namespace {
@@ -129,11 +130,7 @@ void launch_pipe(cudaStream_t stream, const GroupedGemmArgs& p, dim3 grid, const
 
 bool overlap_selected() {
   static const bool overlap = [] {
-    const char* v = std::getenv("NMOE_GG_PIPELINE");
-    const std::string s = v ? v : "serial";
-    NMOE_CHECK(s == "serial" || s == "overlap", "NMOE_GG_PIPELINE must be serial or overlap, got '", s,
-               "'");
-    return s == "overlap";
+    return env_choice("NMOE_GG_PIPELINE", {"serial", "overlap"}) == "overlap";
   }();
   return overlap;
 }

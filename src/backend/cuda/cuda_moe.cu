@@ -95,9 +95,7 @@ __global__ void combine_bwd_kernel(const T* dout, const T* ye, const int32_t* po
                                    const float* gates, int64_t slots, int K, int64_t D, T* dye,
                                    float* dgates, int* err) {
   const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
-       slot += warps) {
+  NMOE_WARP_STRIDE(slot, slots) {
     const int32_t p = pos[slot];
     if (!pos_in_range(p, slots, lane == 0, err)) continue;
     const T* g = dout + (slot / K) * D;
@@ -126,9 +124,7 @@ __global__ void gate_grad_kernel(const T* a, const T* da, const int32_t* pos, co
                                  int64_t slots, int64_t F, float* dgates, int* err) {
   constexpr int V = kVec<T>;
   const int lane = threadIdx.x & 31;
-  const int64_t warps = int64_t(gridDim.x) * (blockDim.x >> 5);
-  for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
-       slot += warps) {
+  NMOE_WARP_STRIDE(slot, slots) {
     const int32_t p = pos[slot];
     if (!pos_in_range(p, slots, lane == 0, err)) continue;
     const T* ar = a + int64_t(p) * F;
@@ -179,8 +175,8 @@ __global__ void __launch_bounds__(kThreads)
     dispatch_vec_kernel(const T* x, const int32_t* pos, int64_t N, int K, int64_t C, T* xe,
                         int* err) {
   const int lane = threadIdx.x & 31;
-  const int64_t slots = N * K, warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t t = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; t < N; t += warps) {
+  const int64_t slots = N * K;
+  NMOE_WARP_STRIDE(t, N) {
     const uint4* src = reinterpret_cast<const uint4*>(x) + t * C;
     for (int64_t base = 0; base < C; base += 32 * U) {
       uint4 v[U];
@@ -212,8 +208,8 @@ __global__ void __launch_bounds__(kThreads)
                           int64_t C, T* out, int* err) {
   constexpr int V = kVec<T>;
   const int lane = threadIdx.x & 31;
-  const int64_t slots = N * K, warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t t = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; t < N; t += warps) {
+  const int64_t slots = N * K;
+  NMOE_WARP_STRIDE(t, N) {
     uint4* orow = reinterpret_cast<uint4*>(out) + t * C;
     for (int64_t base = 0; base < C; base += 32 * U) {
       float acc[U][V];
@@ -264,9 +260,7 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const T* gs = reinterpret_cast<const T*>(stage[warp][0]);
   const T* ys = reinterpret_cast<const T*>(stage[warp][1]);
-  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t slot = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; slot < slots;
-       slot += warps) {
+  NMOE_WARP_STRIDE(slot, slots) {
     const int32_t p = pos[slot];
     if (!pos_in_range(p, slots, lane == 0, err)) continue;
     const uint4* grow = reinterpret_cast<const uint4*>(dout) + (slot / K) * C;

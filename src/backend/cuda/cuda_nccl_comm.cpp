@@ -123,11 +123,7 @@ class NcclComm final : public Comm {
   // slices may differ in length, which ncclAllGather does not allow).
   void all_gather(const Tensor& t, const std::vector<int64_t>& bounds, const std::string& what) override {
     const int W = world_;
-    NMOE_CHECK(static_cast<int>(bounds.size()) == W + 1, what, ": all_gather needs ", W + 1, " bounds, got ",
-               bounds.size());
-    NMOE_CHECK(bounds[0] >= 0 && bounds[W] <= t.numel(), what, ": all_gather bounds [", bounds[0], ", ", bounds[W],
-               ") exceed the tensor's ", t.numel(), " elements");
-    for (int r = 0; r < W; ++r) NMOE_CHECK(bounds[r] <= bounds[r + 1], what, ": all_gather bounds decrease at rank ", r);
+    check_gather_bounds(t, bounds, what);
     const size_t es = dtype_size(t.dtype);
     char* data = t.ptr<char>();
     const Nccl& n = nccl();

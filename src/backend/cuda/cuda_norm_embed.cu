@@ -189,10 +189,10 @@ __global__ void __launch_bounds__(kRowThreads)
                            int64_t D) {
   constexpr int V = kVec<T>;
   const int lane = threadIdx.x & 31;
-  const int64_t C = D / V, warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  const int64_t C = D / V;
   uint4 wv[U];
   load_row<T, U>(wv, w, C, lane);
-  for (int64_t n = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; n < N; n += warps) {
+  NMOE_WARP_STRIDE(n, N) {
     uint4 xv[U];
     load_row<T, U>(xv, x + n * D, C, lane);
     float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
@@ -232,8 +232,8 @@ __global__ void __launch_bounds__(kRowThreads)
                           int64_t N, int64_t D) {
   constexpr int V = kVec<T>;
   const int lane = threadIdx.x & 31;
-  const int64_t C = D / V, warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t n = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; n < N; n += warps) {
+  const int64_t C = D / V;
+  NMOE_WARP_STRIDE(n, N) {
     // w is re-read per row (cached) rather than held, and dx read after the
     // sum: fewer registers, more warps in flight.
     uint4 gv[U], xv[U], wv[U];

@@ -11,6 +11,7 @@
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_peer_memory.h"
+#include "core/env_choice.h"
 #include "dist/abort.h"
 #include "dist/rendezvous.h"
 
@@ -77,10 +78,7 @@ __global__ void wait_kernel(const uint64_t* flags, int n, uint64_t value, const 
 
 // NMOE_RDEP_WAITS: stream, host or auto (stream waits when every rank has a GPU of its own).
 bool stream_waits_selected(bool distinct_gpus) {
-  const char* v = std::getenv("NMOE_RDEP_WAITS");
-  const std::string s = v ? v : "auto";
-  NMOE_CHECK(s == "auto" || s == "stream" || s == "host", "NMOE_RDEP_WAITS must be auto, stream or host, got '", s,
-             "'");
+  const std::string s = env_choice("NMOE_RDEP_WAITS", {"auto", "stream", "host"});
   return s == "stream" || (s == "auto" && distinct_gpus);
 }
 

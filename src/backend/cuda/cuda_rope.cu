@@ -38,8 +38,7 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int V = kVec<T>;
   const int lane = threadIdx.x & 31;
   const int hc = half / V, items = 2 * H * hc;
-  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
-  for (int64_t n = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; n < N; n += warps) {
+  NMOE_WARP_STRIDE(n, N) {
     T* row = qkv + n * 3 * H * 2 * half;  // q heads, then k heads, 2 * half each
     const int64_t pos = n % T_;
     const float* cr = cos + pos * half;
