@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "test_util.h"
 
 namespace {
 
@@ -73,19 +74,7 @@ std::string base_without(std::initializer_list<std::string> keys) {
   return out;
 }
 
-// Sets (or, with nullptr, unsets) an environment variable for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    value ? setenv(name, value, 1) : unsetenv(name);
-  }
-  ~ScopedEnv() { old_ ? setenv(name_.c_str(), old_->c_str(), 1) : unsetenv(name_.c_str()); }
-
- private:
-  std::string name_;
-  std::optional<std::string> old_;
-};
+using nmoe::test::ScopedEnv;
 
 std::string source_path(const std::string& relative) { return std::string(NMOE_SOURCE_DIR) + "/" + relative; }
 

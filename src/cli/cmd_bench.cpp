@@ -78,6 +78,18 @@ int cmd_bench(const std::vector<std::string>& args) {
   for (auto& x : tgt) x = tok(g);
   const int64_t count = model.count_targets(tgt.data(), N);
 
+  // One optimizer step over `accumulate` micro-batches, the update overlapping
+  // the last backward where it can (as in training).
+  auto train_step = [&](int64_t s) {
+    const double tokens_seen = static_cast<double>(s * N * accumulate);
+    model.zero_grads();
+    model.reset_step_stats();
+    for (int64_t m = 0; m < accumulate; ++m) {
+      if (m == accumulate - 1 && opt.overlaps_backward()) opt.begin_overlapped_step(s, tokens_seen);
+      model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(count * accumulate), 0.0);
+    }
+    opt.step(s, tokens_seen);
+  };
   double loss = 0;
   std::chrono::steady_clock::time_point t0;
   for (int64_t s = 0; s < warmup + steps; ++s) {
@@ -86,11 +98,7 @@ int cmd_bench(const std::vector<std::string>& args) {
       if (timed) timed->reset();
       t0 = std::chrono::steady_clock::now();
     }
-    model.zero_grads();
-    model.reset_step_stats();
-    for (int64_t m = 0; m < accumulate; ++m)
-      model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(count * accumulate), 0.0);
-    opt.step(s, static_cast<double>(s * N * accumulate));
+    train_step(s);
   }
   std::vector<TimedBackend::Row> op_rows;
   if (timed) op_rows = timed->report(steps);
@@ -104,11 +112,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   double host_dt = 0;
   if (!timed) {
     const auto h0 = std::chrono::steady_clock::now();
-    model.zero_grads();
-    model.reset_step_stats();
-    for (int64_t m = 0; m < accumulate; ++m)
-      model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(count * accumulate), 0.0);
-    opt.step(warmup + steps, static_cast<double>((warmup + steps) * N * accumulate));
+    train_step(warmup + steps);
     host_dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - h0).count();
     backend->synchronize();
   }
@@ -130,6 +134,7 @@ int cmd_bench(const std::vector<std::string>& args) {
                       {"gflop_per_token", fpt / 1e9},
                       {"mfu", fpt * tps / (peak_tflops * 1e12)},
                       {"planned_mem_gib", planned_gib},
+                      {"optimizer_overlaps_backward", opt.overlaps_backward()},
                       {"final_loss", loss}};
   if (!timed) j["host_ms_per_step"] = host_dt * 1e3;
   if (mem_before >= 0 && mem_after >= 0) {

@@ -5,6 +5,8 @@
 // construction for a fixed micro-batch shape.
 #pragma once
 
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -132,6 +134,11 @@ class Model {
   int64_t first_expert() const { return first_expert_; }
   int64_t n_local_experts() const { return n_local_experts_; }
 
+  // Called during backward with parameters whose gradients this backward has
+  // finished (the optimizer may update them while the backward goes on); null: none.
+  using GradsFinalHook = std::function<void(std::initializer_list<Param*>)>;
+  void set_grads_final_hook(GradsFinalHook hook) { grads_final_ = std::move(hook); }
+
   // Gradient checks: reuse the expert choice of the previous forward.
   void set_frozen_routing(bool frozen) { frozen_routing_ = frozen; }
 
@@ -180,6 +187,10 @@ class Model {
   int64_t ignore_index_ = -1;
   double out_scale_ = 1.0;      // 1/sqrt(2 n_layers) on attention outputs
   bool frozen_routing_ = false;
+  GradsFinalHook grads_final_;
+  void grads_final(std::initializer_list<Param*> params) {
+    if (grads_final_) grads_final_(params);
+  }
 
   ParamStore params_;
   Param* embedding_ = nullptr;

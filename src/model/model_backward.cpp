@@ -60,6 +60,7 @@ void Model::moe_backward(Layer& L, const Tensor& dres, double aux_weight) {
     B.grouped_matmul(dh13e_, L.ew13->wc, false, L.offsets, dxe_);
     B.grouped_matmul_wgrad(dh13e_, L.xe, L.offsets, L.ew13->g);
     B.moe_dispatch_bwd(dxe_, L.pos, K, dxn_);
+    grads_final({L.ew13, L.ew2});
   }
   // Router: gates depend on the logits through the normalized sigmoid scores.
   if (aux_weight > 0)
@@ -80,6 +81,7 @@ void Model::backward(double grad_scale, double aux_weight) {
                   dxf_, lm_head_->g);
   B.fill(dres_, 0.0);
   B.rmsnorm_bwd(dxf_, resid_[shape_.n_layers], final_norm_->wc, rstdf_, dres_, final_norm_->g);
+  grads_final({lm_head_, final_norm_});
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     Layer& L = **it;
     // FFN: out = mid + ffn(rmsnorm(mid)); dres becomes dLoss/dmid.
@@ -89,8 +91,10 @@ void Model::backward(double grad_scale, double aux_weight) {
     // Attention: mid = x + s * attn(rmsnorm(x)); dres becomes dLoss/dx.
     if (opt_.recompute_attention) attention_recompute(L);
     attention_backward(L, dres_);
+    grads_final({L.attn_norm, L.wqkv, L.wo, L.ffn_norm, L.w13, L.w2, L.router, L.sw13, L.sw2});
   }
   B.embedding_bwd(dres_, tokens_, embedding_->g);
+  grads_final({embedding_});
 }
 
 }  // namespace nmoe

@@ -90,6 +90,19 @@ class Backend {
   }
   virtual void synchronize() = 0;
 
+  // ---- side work ----------------------------------------------------------------
+  // Ops issued between begin_side_work() and end_side_work() start after every
+  // op issued before them and may run concurrently with the ops issued after
+  // them (on the GPU: a lower-priority stream, so memory-bound work fills the
+  // gaps of the compute-bound work); join_side_work() orders every later op
+  // after them. Side work must use no scratch memory (AdamW, fill, convert).
+  // runs_side_work_concurrently() says whether a backend overlaps it at all; the
+  // default runs it in order, which gives the same results.
+  virtual bool runs_side_work_concurrently() const { return false; }
+  virtual void begin_side_work() {}
+  virtual void end_side_work() {}
+  virtual void join_side_work() {}
+
   // ---- dense linear algebra -------------------------------------------------
   // C = alpha * op(A) @ op(B) + beta * C, with A, B, C viewed as 2-D
   // (leading dims flattened). op(A) is [M,K], op(B) is [K,N], C is [M,N].

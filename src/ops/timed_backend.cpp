@@ -12,7 +12,8 @@ const std::array<const char*, TimedBackend::kNumOps>& TimedBackend::op_names() {
   static const std::array<const char*, kNumOps> names = {
       "name", "device_name", "device_memory_in_use", "cross_entropy_scratch_bytes",
       "attention_scratch_bytes", "alloc", "free", "copy_from_host", "copy_to_host", "copy", "fill", "convert",
-      "synchronize", "matmul", "grouped_matmul", "grouped_matmul_wgrad", "add", "embedding_fwd",
+      "synchronize", "runs_side_work_concurrently", "begin_side_work", "end_side_work", "join_side_work",
+      "matmul", "grouped_matmul", "grouped_matmul_wgrad", "add", "embedding_fwd",
       "embedding_bwd", "rmsnorm_fwd", "rmsnorm_bwd", "rope", "attention_fwd", "attention_bwd", "swiglu_fwd",
       "swiglu_bwd", "router_fwd", "router_bwd", "moe_aux_loss", "router_bias_update", "moe_plan",
       "moe_dispatch", "moe_dispatch_bwd", "moe_combine", "moe_combine_bwd", "moe_gate_grad", "cross_entropy",

@@ -27,6 +27,7 @@ class TimedBackend final : public Backend {
   // of the table (and of kOpNames below).
   enum Op : int {
     kName, kDeviceName, kDeviceMemoryInUse, kCrossEntropyScratchBytes, kAttentionScratchBytes, kAlloc, kFree, kCopyFromHost, kCopyToHost, kCopy, kFill, kConvert, kSynchronize,
+    kRunsSideWorkConcurrently, kBeginSideWork, kEndSideWork, kJoinSideWork,
     kMatmul, kGroupedMatmul, kGroupedMatmulWgrad, kAdd, kEmbeddingFwd, kEmbeddingBwd, kRmsnormFwd,
     kRmsnormBwd, kRope, kAttentionFwd, kAttentionBwd, kSwigluFwd, kSwigluBwd, kRouterFwd, kRouterBwd,
     kMoeAuxLoss, kRouterBiasUpdate, kMoePlan, kMoeDispatch, kMoeDispatchBwd, kMoeCombine,
@@ -76,6 +77,12 @@ class TimedBackend final : public Backend {
   void fill(const Tensor& t, double value) override;
   void convert(const Tensor& dst, const Tensor& src) override;
   void synchronize() override;
+  // Timing each op between two synchronizations needs every op in order, so
+  // side work runs in line with the rest here (none of these is forwarded).
+  bool runs_side_work_concurrently() const override { return false; }
+  void begin_side_work() override {}
+  void end_side_work() override {}
+  void join_side_work() override {}
 
   void matmul(const Tensor& A, bool transA, const Tensor& B, bool transB, const Tensor& C, double alpha,
               double beta) override;

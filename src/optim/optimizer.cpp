@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/env_choice.h"
 #include "dist/comm.h"
 
 namespace nmoe {
@@ -24,6 +25,17 @@ Optimizer::Optimizer(const Config& cfg, Model& model, Comm* comm)
              "the optimizer state is sharded over ", ps.shard_world(), " ranks (ZeRO-1) but the optimizer has ",
              comm ? "a different set of ranks" : "no ranks to share its updates with");
   canonical_norm_ = comm != nullptr || std::string(model.backend().name()) == "cpu";
+  fused_copy_ = ps.has_compute_copy() && !ps.moments_sharded();
+  const std::string overlap = env_choice("NMOE_OPTIMIZER_OVERLAP", {"auto", "on", "off"});
+  std::string why_not;
+  if (comm) why_not = "with several ranks the dense gradients are summed over the ranks first";
+  else if (cfg.grad_clip > 0) why_not = "grad_clip > 0 needs the norm of every gradient first";
+  else if (model.options().exact_accumulation)
+    why_not = "exact accumulation sums the micro-batch gradients after the last backward";
+  NMOE_CHECK(overlap != "on" || why_not.empty(), "NMOE_OPTIMIZER_OVERLAP=on, but the update cannot overlap "
+             "the backward here: ", why_not, ". Unset NMOE_OPTIMIZER_OVERLAP or set it to off.");
+  overlap_ = why_not.empty() &&
+             (overlap == "on" || (overlap == "auto" && model.backend().runs_side_work_concurrently()));
   int64_t n_partials = 0;
   for (const Param& p : model.params().all()) n_partials += p.spec.per_expert ? p.w.size(0) : 1;
   arena_.reserve(&grad_norm_sq_, DType::F64, Shape{1});
@@ -87,35 +99,20 @@ double Optimizer::last_grad_norm() {
   return std::sqrt(last_norm_sq_);
 }
 
-OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
-  Backend& B = model_.backend();
-  ParamStore& ps = model_.params();
-  OptimizerStep out;
+Optimizer::~Optimizer() {
+  if (overlapped_) model_.set_grads_final_hook(nullptr);
+}
 
-  const std::optional<double> norm_sq = grad_norm_sq();
-  norm_on_device_ = !norm_sq;
-  if (norm_sq) {
-    B.copy_from_host(grad_norm_sq_, &*norm_sq);
-    last_norm_sq_ = *norm_sq;
-  }
-
+void Optimizer::start_update(int64_t step, double tokens_seen) {
   const double scale = schedule_.scale(step, tokens_seen);
   ++adam_steps_;
-  // With a compute copy and every element updated here (moments not sharded),
-  // adamw_copy refreshes the copy in the same pass; otherwise it is converted
-  // after the step.
-  const bool fused_copy = ps.has_compute_copy() && !ps.moments_sharded();
-  int64_t copied = 0;
+  pending_ = OptimizerStep{};
   for (const Group& g : groups_) {
     const double lr = WsdSchedule::lr(g.peak_lr, g.floor_lr, scale);
-    if (g.id == ParamGroup::Expert) out.lr_expert = lr;
-    if (g.id == ParamGroup::Router) out.lr_router = lr;
-    if (g.id == ParamGroup::DenseDecay) out.lr_dense = lr;
-    // This rank's part of the group: its experts and, with the moments
-    // sharded (ZeRO-1), its dense shard; the rest arrives by the all-gather below.
-    const GroupRange own = ps.owned(g.id);
-    if (own.size() == 0) continue;
-    AdamWParams p;
+    if (g.id == ParamGroup::Expert) pending_.lr_expert = lr;
+    if (g.id == ParamGroup::Router) pending_.lr_router = lr;
+    if (g.id == ParamGroup::DenseDecay) pending_.lr_dense = lr;
+    AdamWParams& p = adam_[static_cast<int>(g.id)];
     p.lr = lr;
     p.beta1 = cfg_.adam_beta1;
     p.beta2 = g.beta2;
@@ -123,15 +120,80 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
     p.weight_decay = g.weight_decay;
     p.step = adam_steps_;
     p.max_norm = cfg_.grad_clip;
-    if (fused_copy) {
-      B.adamw_copy(ps.flat_params().slice(own.begin, own.end), ps.grads(own.begin, own.end),
-                   ps.m(own.begin, own.end), ps.v(own.begin, own.end), p, grad_norm_sq_,
-                   ps.flat_compute().slice(own.begin, own.end));
-      copied += own.size();
-    } else {
-      B.adamw(ps.flat_params().slice(own.begin, own.end), ps.grads(own.begin, own.end),
-              ps.m(own.begin, own.end), ps.v(own.begin, own.end), p, grad_norm_sq_);
+  }
+}
+
+void Optimizer::update_range(ParamGroup g, int64_t begin, int64_t end) {
+  Backend& B = model_.backend();
+  const ParamStore& ps = model_.params();
+  const AdamWParams& p = adam_[static_cast<int>(g)];
+  const Tensor w = ps.flat_params().slice(begin, end);
+  if (fused_copy_)
+    B.adamw_copy(w, ps.grads(begin, end), ps.m(begin, end), ps.v(begin, end), p, grad_norm_sq_,
+                 ps.flat_compute().slice(begin, end));
+  else
+    B.adamw(w, ps.grads(begin, end), ps.m(begin, end), ps.v(begin, end), p, grad_norm_sq_);
+}
+
+void Optimizer::begin_overlapped_step(int64_t step, double tokens_seen) {
+  NMOE_CHECK(overlap_, "begin_overlapped_step: this optimizer does not overlap the backward");
+  NMOE_CHECK(!overlapped_, "begin_overlapped_step: the previous overlapped step was not finished by step()");
+  start_update(step, tokens_seen);
+  overlapped_ = true;
+  early_.clear();
+  model_.set_grads_final_hook([this](std::initializer_list<Param*> params) { update_early(params); });
+}
+
+void Optimizer::update_early(std::initializer_list<Param*> params) {
+  Backend& B = model_.backend();
+  struct SideWork {  // ends the side work even when an op throws
+    Backend& B;
+    explicit SideWork(Backend& b) : B(b) { B.begin_side_work(); }
+    ~SideWork() { B.end_side_work(); }
+  } side(B);
+  for (Param* p : params) {
+    if (!p) continue;
+    update_range(p->spec.group, p->offset, p->offset + p->w.numel());
+    early_.push_back(p);
+  }
+}
+
+OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
+  Backend& B = model_.backend();
+  ParamStore& ps = model_.params();
+
+  if (overlapped_) {
+    model_.set_grads_final_hook(nullptr);
+    B.join_side_work();
+    overlapped_ = false;
+  } else {
+    start_update(step, tokens_seen);
+  }
+  OptimizerStep out = pending_;
+
+  // With the update overlapped the norm is computed after it: AdamW does not
+  // read it (no clipping) and leaves the gradients as they were.
+  const std::optional<double> norm_sq = grad_norm_sq();
+  norm_on_device_ = !norm_sq;
+  if (norm_sq) {
+    B.copy_from_host(grad_norm_sq_, &*norm_sq);
+    last_norm_sq_ = *norm_sq;
+  }
+
+  if (early_.empty()) {
+    // This rank's part of each group: its experts and, with the moments
+    // sharded (ZeRO-1), its dense shard; the rest arrives by the all-gather below.
+    for (const Group& g : groups_) {
+      const GroupRange own = ps.owned(g.id);
+      if (own.size() > 0) update_range(g.id, own.begin, own.end);
     }
+  } else {
+    // The parameters the backward did not hand over (one rank: every one is owned).
+    std::sort(early_.begin(), early_.end());
+    for (const Param& p : ps.all())
+      if (!std::binary_search(early_.begin(), early_.end(), &p))
+        update_range(p.spec.group, p.offset, p.offset + p.w.numel());
+    early_.clear();
   }
   if (ps.moments_sharded()) comm_->all_gather(ps.flat_params(), ps.shard_bounds(), "dense parameter all-gather");
 
@@ -140,9 +202,10 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
   double ramp = r.peak_lr > r.floor_lr ? (out.lr_router - r.floor_lr) / (r.peak_lr - r.floor_lr) : 1.0;
   out.bias_gamma = cfg_.router_bias_update_rate * std::clamp(ramp, 0.0, 1.0);
   model_.update_router_bias(out.bias_gamma);
-  // The groups partition the flat buffers, so the fused steps covered the
-  // copy when they updated numel() elements.
-  if (!fused_copy || copied != ps.numel()) model_.sync_compute_weights();
+  // With the copy fused, the AdamW passes refreshed it: whole groups, which
+  // partition the flat buffers, or every parameter (the padding between
+  // parameters stays zero in both buffers).
+  if (!fused_copy_) model_.sync_compute_weights();
   return out;
 }
 

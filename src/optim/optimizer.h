@@ -8,7 +8,9 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
+#include <vector>
 
 #include "config/config.h"
 #include "core/arena.h"
@@ -28,9 +30,24 @@ class Optimizer {
  public:
   // comm: the other ranks (expert parallelism, sharded moments), or null.
   Optimizer(const Config& cfg, Model& model, Comm* comm = nullptr);
+  ~Optimizer();
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
   // Applies one update from the accumulated gradients. step is 0-based and
   // tokens_seen counts tokens before this step (the schedule's inputs).
   OptimizerStep step(int64_t step, double tokens_seen);
+
+  // Overlap of the update with the backward: AdamW is elementwise, so a
+  // parameter can be updated as soon as its gradient is final, as side work
+  // (ops/backend.h) while the backward goes on through the layers below. Only
+  // where nothing needs every gradient first: one rank, no clipping
+  // (grad_clip = 0), gradients accumulated in place. NMOE_OPTIMIZER_OVERLAP=
+  // auto (on backends that overlap side work) | on (also where it runs in
+  // line: the same results; an error where the step does not allow it) | off.
+  bool overlaps_backward() const { return overlap_; }
+  // Call before the step's last forward_backward when overlaps_backward();
+  // step(), with the same arguments, then waits for those updates and does the rest.
+  void begin_overlapped_step(int64_t step, double tokens_seen);
   // The global gradient norm (before clipping) of the last step. On one
   // device the step leaves it on the device (AdamW reads it there for
   // clipping), so the first call after a step waits for it: read it only
@@ -44,6 +61,13 @@ class Optimizer {
     ParamGroup id;
     double peak_lr, floor_lr, beta2, weight_decay;
   };
+  // The schedule's learning rates and the AdamW settings of each group for
+  // this step (advances adam_steps_).
+  void start_update(int64_t step, double tokens_seen);
+  // AdamW on flat elements [begin, end) of group g (refreshing the compute copy
+  // in the same pass when fused_copy_).
+  void update_range(ParamGroup g, int64_t begin, int64_t end);
+  void update_early(std::initializer_list<Param*> params);
   const Config cfg_;
   Model& model_;
   WsdSchedule schedule_;
@@ -54,6 +78,13 @@ class Optimizer {
   std::optional<double> grad_norm_sq();
   double last_norm_sq_ = 0;
   bool norm_on_device_ = false;  // last_norm_sq_ not read yet
+
+  std::array<AdamWParams, kNumParamGroups> adam_{};  // this step's, per group
+  OptimizerStep pending_;
+  bool fused_copy_ = false;  // the compute copy is refreshed by the AdamW pass
+  bool overlap_ = false;     // overlaps_backward()
+  bool overlapped_ = false;  // this step began overlapped
+  std::vector<const Param*> early_;  // updated during this step's backward
 
   Comm* comm_ = nullptr;
   bool canonical_norm_ = false;  // per-tensor partial sums in a rank-count independent order

@@ -345,6 +345,8 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     std::vector<double> leaf_loss, leaf_aux;
     for (int64_t m = 0; m < n_micro; ++m) {
       accumulator.begin_leaf();
+      // The update of each parameter overlaps the rest of the last backward.
+      if (m == n_micro - 1 && optimizer.overlaps_backward()) optimizer.begin_overlapped_step(step, tokens_seen);
       model.forward_backward(in.data() + m * micro * T, tgt.data() + m * micro * T, grad_scale, aux_weight);
       accumulator.end_leaf();
       if (exact) {

@@ -7,9 +7,12 @@
 // never passes (rel_l2 gives +inf). Then the whole model, BF16 vs the CPU in
 // F32, and its determinism.
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -801,6 +804,63 @@ TEST(CudaBf16Model, Deterministic) {
   ASSERT_EQ(a.grads.size(), b.grads.size());
   EXPECT_EQ(std::memcmp(a.grads.data(), b.grads.data(), a.grads.size() * sizeof(float)), 0)
       << "gradients differ between two identical BF16 runs";
+}
+
+// The optimizer update overlapped with the last backward (side work on a
+// second stream): the same losses, weights, compute copy and moments, bit for
+// bit, as the update after the backward. Three steps of two micro-batches,
+// BF16 expert gradients, as the trainer runs the speedrun configs.
+TEST(CudaBf16Model, OptimizerOverlapGivesTheSameBits) {
+  NMOE_SKIP_WITHOUT_CUDA();
+  Config cfg = load_config_string(kMoeToml, "gpu_model_bf16_overlap", {{"lr_expert", "3e-3"}});
+  const int64_t N = cfg.batch_size * cfg.seq_len;
+  struct Result {
+    std::vector<double> losses;
+    std::vector<float> w, m, v;
+    std::vector<uint16_t> c;
+  } res[2];
+  for (int run = 0; run < 2; ++run) {
+    const char* mode = run == 0 ? "off" : "auto";
+    setenv("NMOE_OPTIMIZER_OVERLAP", mode, 1);
+    ModelOptions o = bf16_options(cfg, BF);
+    o.exact_accumulation = false;
+    Model m(cfg, gpu(), o);
+    m.init_weights(5);
+    Optimizer opt(cfg, m);
+    unsetenv("NMOE_OPTIMIZER_OVERLAP");
+    ASSERT_EQ(opt.overlaps_backward(), run == 1);
+    std::mt19937_64 g(3);
+    std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(cfg.vocab_size) - 1);
+    for (int64_t step = 0; step < 3; ++step) {
+      m.zero_grads();
+      m.reset_step_stats();
+      for (int micro = 0; micro < 2; ++micro) {
+        std::vector<int32_t> tok(N), tgt(N);
+        for (auto& t : tok) t = d(g);
+        for (auto& t : tgt) t = d(g);
+        if (micro == 1 && opt.overlaps_backward()) opt.begin_overlapped_step(step, double(step * 2 * N));
+        m.forward_backward(tok.data(), tgt.data(), 1.0 / static_cast<double>(2 * N), 0.01);
+      }
+      res[run].losses.push_back(m.read_loss_sum());
+      opt.step(step, double(step * 2 * N));
+    }
+    const ParamStore& ps = m.params();
+    Result& r = res[run];
+    r.w.resize(ps.numel());
+    r.c.resize(ps.numel());
+    r.m.resize(ps.all_m().numel());
+    r.v.resize(ps.all_v().numel());
+    gpu().copy_to_host(r.w.data(), ps.flat_params());
+    gpu().copy_to_host(r.c.data(), ps.flat_compute());
+    gpu().copy_to_host(r.m.data(), ps.all_m());
+    gpu().copy_to_host(r.v.data(), ps.all_v());
+  }
+  EXPECT_EQ(res[1].losses, res[0].losses);
+  EXPECT_NE(res[1].losses[0], res[1].losses[2]);
+  EXPECT_EQ(std::memcmp(res[1].w.data(), res[0].w.data(), res[0].w.size() * 4), 0) << "master weights differ";
+  EXPECT_EQ(std::memcmp(res[1].c.data(), res[0].c.data(), res[0].c.size() * 2), 0) << "compute copies differ";
+  EXPECT_EQ(std::memcmp(res[1].m.data(), res[0].m.data(), res[0].m.size() * 4), 0) << "first moments differ";
+  EXPECT_EQ(std::memcmp(res[1].v.data(), res[0].v.data(), res[0].v.size() * 4), 0) << "second moments differ";
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 // Execution model
 // - One non-blocking stream owned by the backend; every op is enqueued on it
 //   and returns without waiting. synchronize() and copy_to_host() wait.
+//   Side work (ops/backend.h) goes to a second stream of lower priority,
+//   forked from and joined into the main one with events.
 // - Documented host syncs: copy_to_host; grouped_matmul / grouped_matmul_wgrad
 //   in F32 or with widths that are not multiples of 8 (they read the E+1
 //   offsets to issue one GEMM per expert; the BF16 model shapes run the
@@ -30,6 +32,7 @@
 #include "ops/backend.h"
 
 struct CUstream_st;
+struct CUevent_st;
 struct cublasContext;
 
 namespace nmoe {
@@ -64,6 +67,10 @@ class CudaBackend final : public Backend {
   void convert(const Tensor& dst, const Tensor& src) override;  // among F32, F64, BF16
   void fill(const Tensor& t, double value) override;
   void synchronize() override;
+  bool runs_side_work_concurrently() const override { return true; }
+  void begin_side_work() override;
+  void end_side_work() override;
+  void join_side_work() override;
 
   void matmul(const Tensor& A, bool transA, const Tensor& B, bool transB, const Tensor& C,
               double alpha, double beta) override;
@@ -131,6 +138,8 @@ class CudaBackend final : public Backend {
   enum class Scratch { Sort, Partials, Transient, LogitsGrad, RowLoss, Small, Count };
   void* scratch(Scratch slot, size_t bytes);
   CUstream_st* stream() const { return stream_; }
+  // Throws when called in side work (ops that use the cuBLAS handle or scratch).
+  void main_stream_only(const char* what) const;
   cublasContext* cublas() const { return cublas_; }
   std::unique_ptr<CudnnAttention, CudnnAttentionDeleter>& cudnn_attention() {
     return cudnn_attention_;
@@ -147,7 +156,13 @@ class CudaBackend final : public Backend {
     size_t bytes = 0;
   };
   int device_ = 0;
-  CUstream_st* stream_ = nullptr;
+  CUstream_st* stream_ = nullptr;  // where ops go now: main_stream_, or side_stream_ in side work
+  CUstream_st* main_stream_ = nullptr;
+  CUstream_st* side_stream_ = nullptr;  // made at the first side work
+  CUevent_st* fork_event_ = nullptr;
+  CUevent_st* join_event_ = nullptr;
+  bool in_side_work_ = false;
+  bool side_pending_ = false;  // side work not joined yet
   cublasContext* cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   int* err_dev_ = nullptr;      // device error flag (0 = none)

@@ -45,9 +45,13 @@ constexpr size_t kCublasWorkspace = 32u << 20;  // fixed: cuBLAS results depend 
 CudaBackend::CudaBackend(int device) : device_(device) {
   const char* op = "backend init";
   NMOE_CUDA_CHECK(op, cudaSetDevice(device));
+  // The main stream takes the highest priority, so side work (lowest) only
+  // fills the multiprocessors the main stream's blocks leave free.
+  int least = 0, greatest = 0;
+  NMOE_CUDA_CHECK(op, cudaDeviceGetStreamPriorityRange(&least, &greatest));
   cudaStream_t s = nullptr;
-  NMOE_CUDA_CHECK(op, cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  stream_ = s;
+  NMOE_CUDA_CHECK(op, cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, greatest));
+  stream_ = main_stream_ = s;
   cublasHandle_t h = nullptr;
   NMOE_CUBLAS_CHECK(op, cublasCreate(&h));
   cublas_ = h;
@@ -68,7 +72,8 @@ CudaBackend::CudaBackend(int device) : device_(device) {
 CudaBackend::~CudaBackend() {
   // Never throws: errors at teardown are printed.
   cudaSetDevice(device_);
-  if (stream_) cudaStreamSynchronize(stream_);
+  if (main_stream_) cudaStreamSynchronize(main_stream_);
+  if (side_stream_) cudaStreamSynchronize(side_stream_);
   for (Buffer& b : scratch_)
     if (b.p) cudaFree(b.p);
   if (offsets_host_) cudaFreeHost(offsets_host_);
@@ -76,7 +81,10 @@ CudaBackend::~CudaBackend() {
   if (err_dev_) cudaFree(err_dev_);
   if (cublas_) cublasDestroy(cublas_);
   if (cublas_workspace_) cudaFree(cublas_workspace_);
-  if (stream_) cudaStreamDestroy(stream_);
+  if (fork_event_) cudaEventDestroy(fork_event_);
+  if (join_event_) cudaEventDestroy(join_event_);
+  if (side_stream_) cudaStreamDestroy(side_stream_);
+  if (main_stream_) cudaStreamDestroy(main_stream_);
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
     std::fprintf(stderr, "cuda backend teardown: %s (%s)\n", cudaGetErrorName(e),
@@ -120,6 +128,7 @@ void CudaBackend::free(void* p) {
 }
 
 void* CudaBackend::scratch(Scratch slot, size_t bytes) {
+  main_stream_only("an op that needs scratch memory");  // the buffers belong to the main stream's ops
   Buffer& b = scratch_[static_cast<int>(slot)];
   if (bytes > b.bytes) {
     // Grows once to the largest size asked for; cudaFree waits for pending work.
@@ -196,6 +205,49 @@ void CudaBackend::copy(const Tensor& dst, const Tensor& src) {
 }
 
 void CudaBackend::synchronize() { check_device_errors("synchronize"); }
+
+void CudaBackend::main_stream_only(const char* what) const {
+  NMOE_CHECK(!in_side_work_, "cuda backend: ", what, " was issued as side work; side work may only run "
+             "elementwise ops without scratch memory (AdamW, fill, convert, copy)");
+}
+
+void CudaBackend::begin_side_work() {
+  const char* op = "begin_side_work";
+  NMOE_CHECK(!in_side_work_, op, ": side work has begun already");
+  if (!side_stream_) {
+    int least = 0, greatest = 0;
+    NMOE_CUDA_CHECK(op, cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    cudaStream_t s = nullptr;
+    NMOE_CUDA_CHECK(op, cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking, least));
+    side_stream_ = s;
+    cudaEvent_t e = nullptr;
+    NMOE_CUDA_CHECK(op, cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    fork_event_ = e;
+    NMOE_CUDA_CHECK(op, cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    join_event_ = e;
+  }
+  NMOE_CUDA_CHECK(op, cudaEventRecord(fork_event_, main_stream_));
+  NMOE_CUDA_CHECK(op, cudaStreamWaitEvent(side_stream_, fork_event_, 0));
+  stream_ = side_stream_;
+  in_side_work_ = true;
+  side_pending_ = true;
+}
+
+void CudaBackend::end_side_work() {
+  const char* op = "end_side_work";
+  NMOE_CHECK(in_side_work_, op, ": no side work has begun");
+  stream_ = main_stream_;
+  in_side_work_ = false;
+}
+
+void CudaBackend::join_side_work() {
+  const char* op = "join_side_work";
+  NMOE_CHECK(!in_side_work_, op, ": side work has not ended");
+  if (!side_pending_) return;
+  NMOE_CUDA_CHECK(op, cudaEventRecord(join_event_, side_stream_));
+  NMOE_CUDA_CHECK(op, cudaStreamWaitEvent(main_stream_, join_event_, 0));
+  side_pending_ = false;
+}
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {
   NMOE_CHECK(cuda_device_available(), "cuda backend: no CUDA device is available");
