@@ -215,6 +215,8 @@ void CudaBackend::begin_side_work() {
   const char* op = "begin_side_work";
   NMOE_CHECK(!in_side_work_, op, ": side work has begun already");
   if (!side_stream_) {
+    // The lowest priority: side blocks start only while the main stream has
+    // none waiting (sharing the device at equal priority measured slower).
     int least = 0, greatest = 0;
     NMOE_CUDA_CHECK(op, cudaDeviceGetStreamPriorityRange(&least, &greatest));
     cudaStream_t s = nullptr;
