@@ -279,5 +279,30 @@ TEST(TimedBackendCli, BenchAccumulatesMicroBatches) {
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
 }
 
+// --nproc W: the throughput of training with expert parallelism, W ranks on
+// the CPU transport; rank 0 alone prints, with the all-rank figures.
+TEST(TimedBackendCli, BenchTrainsOverSeveralRanks) {
+  const auto r = test::run_command(test::n_binary() + " bench " + test::source_dir() +
+                                   "/configs/tiny.toml --set device=cpu --micro-batch 1 --seq 32"
+                                   " --steps 2 --warmup 1 --nproc 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string out = r.output;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  EXPECT_EQ(std::count(out.begin(), out.end(), '{'), 1) << "one JSON line, from rank 0: " << out;
+  const nlohmann::json j = nlohmann::json::parse(out.substr(out.rfind('\n') + 1));
+  EXPECT_EQ(j.at("world"), 2);
+  const double tps = j.at("tokens_per_s").get<double>();
+  EXPECT_GT(tps, 0);
+  EXPECT_DOUBLE_EQ(j.at("tokens_per_s_all_ranks").get<double>(), 2 * tps);
+  const double share = j.at("moe_comm_share").get<double>();
+  EXPECT_GT(share, 0.0);
+  EXPECT_LT(share, 1.0);
+  EXPECT_TRUE(std::isfinite(j.at("final_loss").get<double>()));
+  const auto bad = test::run_command(test::n_binary() + " bench " + test::source_dir() +
+                                     "/configs/tiny.toml --set device=cpu --nproc 2 --op-times --steps 1");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("--op-times times one rank"), std::string::npos) << bad.output;
+}
+
 }  // namespace
 }  // namespace nmoe

@@ -5,6 +5,9 @@
 // accumulation, as a config whose batch_size is K micro-batches trains): the
 // optimizer's cost is shared by K micro-batches. ms_per_step is per optimizer
 // step, ms_per_micro_batch per micro-batch (the baseline scripts' "step").
+// --nproc W [--devices ...] trains with expert parallelism over W ranks (as
+// `n train --nproc`): each rank runs its own micro-batches, and rank 0 prints
+// the global and per-GPU tokens/s and the share of MoE transfers and waits.
 // --op-times runs the model on a TimedBackend (ops/timed_backend.h): a table of
 // time per op over the timed steps goes to stderr and into the JSON as
 // "op_times"; the throughput of such a run is not representative (every op
@@ -15,11 +18,16 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
+#include <algorithm>
 
 #include "cli/commands.h"
 #include "model/model.h"
 #include "ops/timed_backend.h"
 #include "optim/optimizer.h"
+#include "dist/dist_env.h"
+#include "train/dist_setup.h"
+#include "train/grad_accumulator.h"
 #include "train/trainer.h"
 
 namespace nmoe::cli {
@@ -35,6 +43,14 @@ int cmd_bench(const std::vector<std::string>& args) {
     }
     return cmd_bench_rdep(rest);
   }
+  std::vector<std::string> launch_rest = args;
+  LaunchOptions launch = parse_launch_args(launch_rest);
+  if (launch.nproc > 1 || !launch.devices.empty()) {
+    launch.child_args = {"bench"};
+    launch.child_args.insert(launch.child_args.end(), launch_rest.begin(), launch_rest.end());
+    return launch_workers(launch);
+  }
+  const DistEnv env = dist_env_from_environment();  // a worker of `n bench --nproc`, or one process
   std::vector<std::string> rest;
   int64_t micro = 16, seq = 2048, steps = 20, warmup = 5, accumulate = 1;
   double peak_tflops = 989.0;
@@ -55,11 +71,15 @@ int cmd_bench(const std::vector<std::string>& args) {
   }
   if (micro < 1 || seq < 1 || steps < 1 || warmup < 0 || accumulate < 1)
     throw UsageError("bench sizes must be positive");
+  if (op_times && env.world > 1) throw UsageError("--op-times times one rank's ops; run it without --nproc");
   ConfigArgs ca = parse_config_args(rest);
   ca.overrides.push_back({"batch_size", std::to_string(micro * accumulate)});
   ca.overrides.push_back({"seq_len", std::to_string(seq)});
   ca.overrides.push_back({"micro_batch_size", std::to_string(micro)});
-  Config cfg = load_config(ca.path, ca.overrides);
+  ca.overrides.push_back({"batch_size", std::to_string(micro * accumulate * env.world)});
+  Config cfg = load_config(ca.path, ca.overrides, env.world);
+  if (env.world > 1 && cfg.threads == 0)  // ranks share the machine's cores, as in `n train`
+    cfg.threads = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / env.local_world);
   auto backend = make_backend(cfg);
   backend->synchronize();
   const int64_t mem_before = backend->device_memory_in_use();  // runtime context only
@@ -67,44 +87,65 @@ int cmd_bench(const std::vector<std::string>& args) {
   if (op_times) timed = std::make_unique<TimedBackend>(*backend);
   Backend& be = timed ? static_cast<Backend&>(*timed) : *backend;
 
-  Model model(cfg, be, model_options(cfg, be));
+  ModelOptions mo = model_options(cfg, be);
+  std::unique_ptr<DistContext> dist;
+  if (env.world > 1) dist = join_run(env, cfg, *backend, mo);
+  Comm* comm = dist ? dist->comm.get() : nullptr;
+  ExpertTransport* transport = dist ? dist->transport.get() : nullptr;
+  mo.rank = env.rank;
+  mo.world = env.world;
+  mo.shard_optimizer_state = env.world > 1;  // ZeRO-1, as in training
+  Model model(cfg, be, mo);
+  if (dist) model.set_transport(transport);
   model.init_weights(static_cast<uint64_t>(cfg.seed));
-  Optimizer opt(cfg, model);
+  GradAccumulator accumulator(model, comm, mo.exact_accumulation);
+  Optimizer opt(cfg, model, comm);
   const int64_t N = micro * seq;
-  std::mt19937_64 g(1);
+  std::mt19937_64 g(1 + static_cast<uint64_t>(env.rank));  // each rank its own tokens
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(std::min<int64_t>(cfg.vocab_size, 50257) - 1));
   std::vector<int32_t> in(N), tgt(N);
   for (auto& x : in) x = tok(g);
   for (auto& x : tgt) x = tok(g);
-  const int64_t count = model.count_targets(tgt.data(), N);
+  // Gradients are means over the global batch (every rank's micro-batches).
+  const int64_t count = model.count_targets(tgt.data(), N) * env.world;
 
   // One optimizer step over `accumulate` micro-batches, the update overlapping
   // the last backward where it can (as in training).
   auto train_step = [&](int64_t s) {
-    const double tokens_seen = static_cast<double>(s * N * accumulate);
-    model.zero_grads();
+    const double tokens_seen = static_cast<double>(s * N * accumulate * env.world);
+    accumulator.begin_step();
     model.reset_step_stats();
     for (int64_t m = 0; m < accumulate; ++m) {
+      accumulator.begin_leaf();
       if (m == accumulate - 1 && opt.overlaps_backward()) opt.begin_overlapped_step(s, tokens_seen);
       model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(count * accumulate), 0.0);
+      accumulator.end_leaf();
     }
+    accumulator.finish();
+    if (comm)
+      for (const Tensor& c : model.router_counts()) comm->all_reduce_sum(c, "router expert counts");
     opt.step(s, tokens_seen);
   };
   double loss = 0;
   std::chrono::steady_clock::time_point t0;
+  double comm_t0 = 0;
   for (int64_t s = 0; s < warmup + steps; ++s) {
     if (s == warmup) {
       backend->synchronize();
+      if (comm) comm->barrier();
       if (timed) timed->reset();
       t0 = std::chrono::steady_clock::now();
+      comm_t0 = transport ? transport->seconds() : 0.0;
     }
     train_step(s);
   }
   std::vector<TimedBackend::Row> op_rows;
   if (timed) op_rows = timed->report(steps);
-  loss = model.read_loss_sum() / static_cast<double>(count * accumulate);
+  loss = model.read_loss_sum() * env.world / static_cast<double>(count * accumulate);  // this rank's tokens
   backend->synchronize();
+  if (comm) comm->barrier();  // the slowest rank's time
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
+  const double comm_share = transport ? (transport->seconds() - comm_t0) / (dt * steps) : 0.0;
   // The host's own time for one step: enqueueing it on an idle device (host
   // syncs inside the step count too). When this is well below ms_per_step,
   // the device does not wait for the host, and a CUDA graph would not speed
@@ -117,7 +158,7 @@ int cmd_bench(const std::vector<std::string>& args) {
     backend->synchronize();
   }
   const double dt_micro = dt / static_cast<double>(accumulate);
-  const double tps = static_cast<double>(N) / dt_micro;
+  const double tps = static_cast<double>(N) / dt_micro;  // per rank
   const double fpt = model.flops_per_token();
   // Everything is allocated up front or grows once at first use and is kept,
   // so memory in use after the steps is the run's peak.
@@ -137,6 +178,11 @@ int cmd_bench(const std::vector<std::string>& args) {
                       {"optimizer_overlaps_backward", opt.overlaps_backward()},
                       {"final_loss", loss}};
   if (!timed) j["host_ms_per_step"] = host_dt * 1e3;
+  if (env.world > 1) {
+    j["world"] = env.world;
+    j["tokens_per_s_all_ranks"] = tps * env.world;
+    j["moe_comm_share"] = comm_share;
+  }
   if (mem_before >= 0 && mem_after >= 0) {
     const double measured_gib = static_cast<double>(mem_after - mem_before) / (1 << 30);
     j["measured_mem_gib"] = measured_gib;
@@ -153,7 +199,7 @@ int cmd_bench(const std::vector<std::string>& args) {
               << dt * 1e3 << " ms/step in all):\n"
               << TimedBackend::format(op_rows) << std::flush;
   }
-  std::cout << j.dump() << std::endl;
+  if (env.rank == 0) std::cout << j.dump() << std::endl;
   return 0;
 }
 
