@@ -3,10 +3,10 @@
 
 Every rank sends tokens * top_k rows of dim BF16 values, split evenly over the
 ranks (uniform routing), with one all_to_all_single, the way an all-to-all
-design would dispatch them; the return is the same exchange in reverse. Prints
-one JSON line from rank 0: ms per exchange (slowest rank), MB sent to other
-ranks per rank, and GB/s per rank in each direction, comparable with
-`n bench rdep`'s dispatch figures.
+design would dispatch them (its return would be the same exchange in reverse,
+so one is timed). Prints one JSON line from rank 0: ms per exchange (slowest
+rank), MB sent to other ranks per rank, and the GB/s per rank of that one
+direction, comparable with `n bench rdep`'s dispatch figures.
 
 Start one process per GPU:
   python3 -m torch.distributed.run --nproc_per_node W scripts/bench_nccl_alltoall.py --tokens 65536 --top-k 7 --dim 768

@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/nmoe-multi-gpu}
 source scripts/gpu-env.sh
 DRY=${DRY_RUN:-0}
-GPUS=${GPUS:-$(nvidia-smi -L | wc -l)}
+GPUS=${GPUS:-$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)}
 SECTIONS=${SECTIONS:-transport scaling equivalence}
 if [ "$DRY" = 1 ]; then
   COUNTS="1 2 4"
@@ -78,6 +78,7 @@ if [[ " $SECTIONS " == *" scaling "* ]]; then
   echo
   echo "| config | GPUs | tokens/s per GPU | all GPUs | efficiency | MFU | MoE transport share | ms per micro-batch |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  last_all=""; last_w=""
   for cfg in moe super; do
     base=""
     for W in $COUNTS; do
@@ -90,13 +91,16 @@ if [[ " $SECTIONS " == *" scaling "* ]]; then
       all=$(python3 -c "print(round($tps * $W))" 2>/dev/null || echo -)
       eff=$(python3 -c "print(f'{$tps / $base:.3f}')" 2>/dev/null || echo -)
       echo "| $cfg | $W | $(val "$f" tokens_per_s .0f) | $all | $eff | $(val "$f" mfu .3f) | $(val "$f" moe_comm_share .3f) | $(val "$f" ms_per_micro_batch .1f) |"
-      if [ "$cfg" = super ]; then last_all=$all; last_w=$W; fi
+      if [ "$cfg" = super ] && [ "$all" != - ]; then last_all=$all; last_w=$W; fi  # the largest count that ran
     done
   done
   # The reference reaches the super target (validation loss 3.28) after 2.55 B
   # tokens, in 4284 s on 8 x H100.
-  python3 -c "t=2.55e9/$last_all; print(f'super speedrun projected from {$last_w} GPU(s): {t:.0f} s to 2.55 B tokens (reference: 4284 s on 8 x H100)')" 2>/dev/null \
-    || echo "super speedrun projection: no super rate measured"
+  if [ -n "${last_all:-}" ]; then
+    python3 -c "t=2.55e9/$last_all; print(f'super speedrun projected from $last_w GPU(s): {t:.0f} s to 2.55 B tokens (reference: 4284 s on 8 x H100)')"
+  else
+    echo "super speedrun projection: no super rate measured"
+  fi
 fi
 
 if [[ " $SECTIONS " == *" equivalence "* ]]; then

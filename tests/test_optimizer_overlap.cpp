@@ -141,6 +141,34 @@ TEST(OptimizerOverlap, TheBackwardHandsOverEveryParameterOnce) {
     EXPECT_EQ(host_f32(*be, p.w), after_backward[p.spec.name]) << p.spec.name << " was updated again by step()";
 }
 
+// A step abandoned after its backward (a non-finite loss) keeps the updates
+// made, unhooks the model, and the next step begins afresh; step() must be
+// called with the arguments the overlapped step began with.
+TEST(OptimizerOverlap, AbandonedStepUnhooksTheModel) {
+  ScopedEnv env("NMOE_OPTIMIZER_OVERLAP", "on");
+  const Config cfg = load_config_string(kToml, "overlap");
+  auto be = make_cpu_backend(1);
+  Model model(cfg, *be, in_place(cfg));
+  model.init_weights(5);
+  Optimizer opt(cfg, model);
+  const int64_t N = cfg.batch_size * cfg.seq_len;
+  const auto in = test::random_tokens(N, 256, 1), tgt = test::random_tokens(N, 256, 2);
+  model.zero_grads();
+  opt.begin_overlapped_step(0, 0.0);
+  model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(N), 0.0);
+  opt.abandon_overlapped_step();
+  const std::vector<float> after = host_f32(*be, model.params().flat_params());
+  model.zero_grads();
+  model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(N), 0.0);
+  EXPECT_EQ(host_f32(*be, model.params().flat_params()), after) << "the abandoned step's hook still updates";
+  model.zero_grads();
+  opt.begin_overlapped_step(1, double(N));
+  model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(N), 0.0);
+  test::expect_parts(test::error_of([&] { opt.step(2, double(N)); }), {"finishes the overlapped step", "(1, "});
+  opt.step(1, double(N));
+  EXPECT_EQ(opt.adam_steps(), 2);
+}
+
 TEST(OptimizerOverlap, ModelHandsEachParameterOverOnce) {
   const Config cfg = load_config_string(kToml, "overlap");
   auto be = make_cpu_backend(1);

@@ -291,9 +291,7 @@ TEST(TimedBackendCli, BenchTrainsOverSeveralRanks) {
   EXPECT_EQ(std::count(out.begin(), out.end(), '{'), 1) << "one JSON line, from rank 0: " << out;
   const nlohmann::json j = nlohmann::json::parse(out.substr(out.rfind('\n') + 1));
   EXPECT_EQ(j.at("world"), 2);
-  const double tps = j.at("tokens_per_s").get<double>();
-  EXPECT_GT(tps, 0);
-  EXPECT_DOUBLE_EQ(j.at("tokens_per_s_all_ranks").get<double>(), 2 * tps);
+  EXPECT_GT(j.at("tokens_per_s").get<double>(), 0);
   const double share = j.at("moe_comm_share").get<double>();
   EXPECT_GT(share, 0.0);
   EXPECT_LT(share, 1.0);

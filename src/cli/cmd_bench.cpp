@@ -18,7 +18,6 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <thread>
 #include <algorithm>
 
 #include "cli/commands.h"
@@ -46,6 +45,8 @@ int cmd_bench(const std::vector<std::string>& args) {
   std::vector<std::string> launch_rest = args;
   LaunchOptions launch = parse_launch_args(launch_rest);
   if (launch.nproc > 1 || !launch.devices.empty()) {
+    if (std::find(launch_rest.begin(), launch_rest.end(), "--op-times") != launch_rest.end())
+      throw UsageError("--op-times times one rank's ops; run it without --nproc");
     launch.child_args = {"bench"};
     launch.child_args.insert(launch.child_args.end(), launch_rest.begin(), launch_rest.end());
     return launch_workers(launch);
@@ -71,15 +72,13 @@ int cmd_bench(const std::vector<std::string>& args) {
   }
   if (micro < 1 || seq < 1 || steps < 1 || warmup < 0 || accumulate < 1)
     throw UsageError("bench sizes must be positive");
-  if (op_times && env.world > 1) throw UsageError("--op-times times one rank's ops; run it without --nproc");
+  if (op_times && env.world > 1) throw UsageError("--op-times times one rank's ops; run it without --nproc");  // torchrun
   ConfigArgs ca = parse_config_args(rest);
-  ca.overrides.push_back({"batch_size", std::to_string(micro * accumulate)});
   ca.overrides.push_back({"seq_len", std::to_string(seq)});
   ca.overrides.push_back({"micro_batch_size", std::to_string(micro)});
   ca.overrides.push_back({"batch_size", std::to_string(micro * accumulate * env.world)});
   Config cfg = load_config(ca.path, ca.overrides, env.world);
-  if (env.world > 1 && cfg.threads == 0)  // ranks share the machine's cores, as in `n train`
-    cfg.threads = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / env.local_world);
+  share_cores_between_ranks(cfg, env);
   auto backend = make_backend(cfg);
   backend->synchronize();
   const int64_t mem_before = backend->device_memory_in_use();  // runtime context only
@@ -107,7 +106,8 @@ int cmd_bench(const std::vector<std::string>& args) {
   for (auto& x : in) x = tok(g);
   for (auto& x : tgt) x = tok(g);
   // Gradients are means over the global batch (every rank's micro-batches).
-  const int64_t count = model.count_targets(tgt.data(), N) * env.world;
+  const int64_t own_count = model.count_targets(tgt.data(), N);
+  const int64_t count = comm ? comm->sum(own_count) : own_count;
 
   // One optimizer step over `accumulate` micro-batches, the update overlapping
   // the last backward where it can (as in training).
@@ -141,7 +141,7 @@ int cmd_bench(const std::vector<std::string>& args) {
   }
   std::vector<TimedBackend::Row> op_rows;
   if (timed) op_rows = timed->report(steps);
-  loss = model.read_loss_sum() * env.world / static_cast<double>(count * accumulate);  // this rank's tokens
+  loss = model.read_loss_sum() / static_cast<double>(own_count * accumulate);  // this rank's tokens
   backend->synchronize();
   if (comm) comm->barrier();  // the slowest rank's time
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / steps;
@@ -177,7 +177,7 @@ int cmd_bench(const std::vector<std::string>& args) {
                       {"planned_mem_gib", planned_gib},
                       {"optimizer_overlaps_backward", opt.overlaps_backward()},
                       {"final_loss", loss}};
-  if (!timed) j["host_ms_per_step"] = host_dt * 1e3;
+  if (!timed && env.world == 1) j["host_ms_per_step"] = host_dt * 1e3;  // with ranks it would include their waits
   if (env.world > 1) {
     j["world"] = env.world;
     j["tokens_per_s_all_ranks"] = tps * env.world;

@@ -22,12 +22,7 @@ int cmd_train(const std::vector<std::string>& args) {
   // mpirun or srun) learns its rank from the environment.
   const DistEnv env = dist_env_from_environment();
   Config cfg = load_config(ca.path, ca.overrides, env.world);
-  // Ranks on one machine share its cores: threads = 0 (all cores) becomes an
-  // equal share, so OpenMP teams do not oversubscribe the CPU.
-  if (env.world > 1 && cfg.threads == 0) {
-    const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
-    cfg.threads = std::max<int64_t>(1, cores / env.local_world);
-  }
+  share_cores_between_ranks(cfg, env);
   auto backend = make_backend(cfg);
   std::unique_ptr<DistContext> dist;
   if (env.world > 1) dist = join_run(env, cfg, *backend, model_options(cfg, *backend));

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -100,7 +102,19 @@ double Optimizer::last_grad_norm() {
 }
 
 Optimizer::~Optimizer() {
-  if (overlapped_) model_.set_grads_final_hook(nullptr);
+  try {
+    abandon_overlapped_step();
+  } catch (const std::exception& e) {  // never throws from a destructor
+    std::fprintf(stderr, "optimizer: %s\n", e.what());
+  }
+}
+
+void Optimizer::abandon_overlapped_step() {
+  if (!overlapped_) return;
+  model_.set_grads_final_hook(nullptr);
+  model_.backend().join_side_work();
+  overlapped_ = false;
+  early_.clear();
 }
 
 void Optimizer::start_update(int64_t step, double tokens_seen) {
@@ -140,6 +154,8 @@ void Optimizer::begin_overlapped_step(int64_t step, double tokens_seen) {
   NMOE_CHECK(!overlapped_, "begin_overlapped_step: the previous overlapped step was not finished by step()");
   start_update(step, tokens_seen);
   overlapped_ = true;
+  overlapped_step_ = step;
+  overlapped_tokens_ = tokens_seen;
   early_.clear();
   model_.set_grads_final_hook([this](std::initializer_list<Param*> params) { update_early(params); });
 }
@@ -163,6 +179,9 @@ OptimizerStep Optimizer::step(int64_t step, double tokens_seen) {
   ParamStore& ps = model_.params();
 
   if (overlapped_) {
+    NMOE_CHECK(step == overlapped_step_ && tokens_seen == overlapped_tokens_, "optimizer step(", step, ", ",
+               tokens_seen, ") finishes the overlapped step begun as (", overlapped_step_, ", ",
+               overlapped_tokens_, ")");
     model_.set_grads_final_hook(nullptr);
     B.join_side_work();
     overlapped_ = false;

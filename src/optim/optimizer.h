@@ -48,6 +48,9 @@ class Optimizer {
   // Call before the step's last forward_backward when overlaps_backward();
   // step(), with the same arguments, then waits for those updates and does the rest.
   void begin_overlapped_step(int64_t step, double tokens_seen);
+  // Ends an overlapped step without step() (e.g. the loss was not finite):
+  // waits for the updates already made, which stay in the weights and moments.
+  void abandon_overlapped_step();
   // The global gradient norm (before clipping) of the last step. On one
   // device the step leaves it on the device (AdamW reads it there for
   // clipping), so the first call after a step waits for it: read it only
@@ -84,6 +87,8 @@ class Optimizer {
   bool fused_copy_ = false;  // the compute copy is refreshed by the AdamW pass
   bool overlap_ = false;     // overlaps_backward()
   bool overlapped_ = false;  // this step began overlapped
+  int64_t overlapped_step_ = 0;
+  double overlapped_tokens_ = 0;
   std::vector<const Param*> early_;  // updated during this step's backward
 
   Comm* comm_ = nullptr;

@@ -1,5 +1,8 @@
 #include "train/dist_setup.h"
 
+#include <algorithm>
+#include <thread>
+
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -47,6 +50,12 @@ std::unique_ptr<Comm> make_dense_comm(DistContext& ctx, Backend& backend, bool g
 }
 
 }  // namespace
+
+void share_cores_between_ranks(Config& cfg, const DistEnv& env) {
+  if (env.world <= 1 || cfg.threads != 0) return;
+  const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  cfg.threads = std::max<int64_t>(1, cores / env.local_world);
+}
 
 std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, Backend& backend,
                                       const ModelOptions& mo) {

@@ -29,6 +29,10 @@ struct DistContext {
   int world() const { return env.world; }
 };
 
+// Ranks on one machine share its cores: threads = 0 (all cores) becomes an
+// equal share, so the OpenMP teams of the ranks do not oversubscribe the CPU.
+void share_cores_between_ranks(Config& cfg, const DistEnv& env);
+
 // Connects this process to the run described by env (world > 1) and sets up
 // the transports for a model of cfg on backend with options mo.
 std::unique_ptr<DistContext> join_run(const DistEnv& env, const Config& cfg, Backend& backend,

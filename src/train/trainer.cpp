@@ -365,6 +365,7 @@ TrainResult train(const Config& cfg, Backend& backend, const TrainOptions& opts)
     const auto [loss_sum, aux] = ranks.tree_totals(leaf_loss, leaf_aux);
     const double loss = count > 0 ? loss_sum / static_cast<double>(count) : 0.0;
     if (!std::isfinite(loss) || !std::isfinite(aux)) {
+      optimizer.abandon_overlapped_step();  // the weights in memory then hold the failed step's update
       res.status = "failed_nan";
       out.line("error: loss is not finite at step " + std::to_string(s) +
                " (loss " + std::to_string(loss) + "); stopping. Lower the learning rates or enable grad_clip.");

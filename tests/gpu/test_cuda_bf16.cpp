@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
@@ -820,14 +821,19 @@ TEST(CudaBf16Model, OptimizerOverlapGivesTheSameBits) {
     std::vector<uint16_t> c;
   } res[2];
   for (int run = 0; run < 2; ++run) {
-    const char* mode = run == 0 ? "off" : "auto";
-    setenv("NMOE_OPTIMIZER_OVERLAP", mode, 1);
+    struct OverlapEnv {  // NMOE_OPTIMIZER_OVERLAP for this run; the caller's value afterwards
+      std::optional<std::string> old;
+      explicit OverlapEnv(const char* v) {
+        if (const char* o = std::getenv("NMOE_OPTIMIZER_OVERLAP")) old = o;
+        setenv("NMOE_OPTIMIZER_OVERLAP", v, 1);
+      }
+      ~OverlapEnv() { old ? setenv("NMOE_OPTIMIZER_OVERLAP", old->c_str(), 1) : unsetenv("NMOE_OPTIMIZER_OVERLAP"); }
+    } env(run == 0 ? "off" : "auto");
     ModelOptions o = bf16_options(cfg, BF);
     o.exact_accumulation = false;
     Model m(cfg, gpu(), o);
     m.init_weights(5);
     Optimizer opt(cfg, m);
-    unsetenv("NMOE_OPTIMIZER_OVERLAP");
     ASSERT_EQ(opt.overlaps_backward(), run == 1);
     std::mt19937_64 g(3);
     std::uniform_int_distribution<int32_t> d(0, static_cast<int32_t>(cfg.vocab_size) - 1);

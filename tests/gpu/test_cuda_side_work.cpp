@@ -15,7 +15,8 @@ TEST(CudaSideWork, StartsAfterEarlierOpsAndLaterOpsWaitAfterTheJoin) {
   NMOE_SKIP_WITHOUT_CUDA();
   Backend& be = gpu();
   ASSERT_TRUE(be.runs_side_work_concurrently());
-  // Large enough that a missing fork or join shows as stale values.
+  // Large enough that a missing fork or join would likely show as stale
+  // values (likely, not certainly: it depends on how the streams interleave).
   const int64_t n = int64_t(1) << 26;
   const DevTensor a(DType::F32, Shape{n}), b(DType::F32, Shape{n}), c(DType::F32, Shape{n});
   for (int round = 1; round <= 3; ++round) {

@@ -140,7 +140,10 @@ class CudaBackend final : public Backend {
   CUstream_st* stream() const { return stream_; }
   // Throws when called in side work (ops that use the cuBLAS handle or scratch).
   void main_stream_only(const char* what) const;
-  cublasContext* cublas() const { return cublas_; }
+  cublasContext* cublas() const {  // bound to the main stream
+    main_stream_only("an op that uses cuBLAS");
+    return cublas_;
+  }
   std::unique_ptr<CudnnAttention, CudnnAttentionDeleter>& cudnn_attention() {
     return cudnn_attention_;
   }

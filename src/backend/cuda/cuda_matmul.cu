@@ -79,7 +79,6 @@ const int32_t* checked_offsets(CudaBackend& be, const char* op, const Tensor& of
 void CudaBackend::matmul(const Tensor& A, bool transA, const Tensor& B, bool transB,
                          const Tensor& C, double alpha, double beta) {
   const char* op = "matmul";
-  main_stream_only(op);  // the cuBLAS handle is bound to the main stream
   const ops::MatmulDims d = ops::check_matmul(A, transA, B, transB, C);
   // F32 x F32 -> F32, or BF16 x BF16 -> BF16 or F32 (e.g. router logits, weight gradients).
   const bool mixed_out = A.dtype == DType::BF16 && C.dtype == DType::F32;
