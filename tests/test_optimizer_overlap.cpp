@@ -98,6 +98,24 @@ RunResult train(const char* overlap) {
   return r;
 }
 
+// The model and an overlapping optimizer (NMOE_OPTIMIZER_OVERLAP=on) on one
+// fixed micro-batch.
+struct OverlapRun {
+  ScopedEnv env{"NMOE_OPTIMIZER_OVERLAP", "on"};
+  Config cfg = load_config_string(kToml, "overlap");
+  std::unique_ptr<Backend> be = make_cpu_backend(1);
+  Model model{cfg, *be, in_place(cfg)};
+  Optimizer opt{cfg, model};
+  int64_t N = cfg.batch_size * cfg.seq_len;
+  std::vector<int32_t> in = test::random_tokens(N, 256, 1), tgt = test::random_tokens(N, 256, 2);
+  OverlapRun() { model.init_weights(5); }
+  void forward_backward() {
+    model.zero_grads();
+    model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(N), 0.0);
+  }
+  std::vector<float> weights() { return host_f32(*be, model.params().flat_params()); }
+};
+
 TEST(OptimizerOverlap, GivesTheSameBitsAsTheUpdateAfterTheBackward) {
   const RunResult off = train("off"), on = train("on");
   EXPECT_EQ(on.losses, off.losses);
@@ -107,36 +125,25 @@ TEST(OptimizerOverlap, GivesTheSameBitsAsTheUpdateAfterTheBackward) {
   EXPECT_EQ(0, std::memcmp(on.m.data(), off.m.data(), on.m.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(on.v.data(), off.v.data(), on.v.size() * sizeof(float)));
   // The steps changed the weights at all (the comparison is not of two idle runs).
-  const Config cfg = load_config_string(kToml, "overlap");
-  auto be = make_cpu_backend(1);
-  Model fresh(cfg, *be, in_place(cfg));
-  fresh.init_weights(5);
-  EXPECT_NE(host_f32(*be, fresh.params().flat_params()), on.params);
+  EXPECT_NE(OverlapRun().weights(), on.params);
 }
 
 // Every parameter is handed over during the backward, exactly once: the
 // weights have all moved when the backward returns and step() moves none.
 TEST(OptimizerOverlap, TheBackwardHandsOverEveryParameterOnce) {
-  ScopedEnv env("NMOE_OPTIMIZER_OVERLAP", "on");
-  const Config cfg = load_config_string(kToml, "overlap");
-  auto be = make_cpu_backend(1);
-  Model model(cfg, *be, in_place(cfg));
-  model.init_weights(5);
-  Optimizer opt(cfg, model);
-  const int64_t N = cfg.batch_size * cfg.seq_len;
-  const auto in = test::random_tokens(N, 256, 1), tgt = test::random_tokens(N, 256, 2);
-
+  OverlapRun r;
+  Model& model = r.model;
+  Backend* be = r.be.get();
   std::map<std::string, std::vector<float>> before;
   for (const Param& p : model.params().all()) before[p.spec.name] = host_f32(*be, p.w);
-  model.zero_grads();
-  opt.begin_overlapped_step(0, 0.0);
-  model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(N), 0.0);
+  r.opt.begin_overlapped_step(0, 0.0);
+  r.forward_backward();
   std::map<std::string, std::vector<float>> after_backward;
   for (const Param& p : model.params().all()) {
     after_backward[p.spec.name] = host_f32(*be, p.w);
     EXPECT_NE(after_backward[p.spec.name], before[p.spec.name]) << p.spec.name << " was not updated in the backward";
   }
-  opt.step(0, 0.0);
+  r.opt.step(0, 0.0);
   for (const Param& p : model.params().all())
     EXPECT_EQ(host_f32(*be, p.w), after_backward[p.spec.name]) << p.spec.name << " was updated again by step()";
 }
@@ -145,28 +152,18 @@ TEST(OptimizerOverlap, TheBackwardHandsOverEveryParameterOnce) {
 // made, unhooks the model, and the next step begins afresh; step() must be
 // called with the arguments the overlapped step began with.
 TEST(OptimizerOverlap, AbandonedStepUnhooksTheModel) {
-  ScopedEnv env("NMOE_OPTIMIZER_OVERLAP", "on");
-  const Config cfg = load_config_string(kToml, "overlap");
-  auto be = make_cpu_backend(1);
-  Model model(cfg, *be, in_place(cfg));
-  model.init_weights(5);
-  Optimizer opt(cfg, model);
-  const int64_t N = cfg.batch_size * cfg.seq_len;
-  const auto in = test::random_tokens(N, 256, 1), tgt = test::random_tokens(N, 256, 2);
-  model.zero_grads();
-  opt.begin_overlapped_step(0, 0.0);
-  model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(N), 0.0);
-  opt.abandon_overlapped_step();
-  const std::vector<float> after = host_f32(*be, model.params().flat_params());
-  model.zero_grads();
-  model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(N), 0.0);
-  EXPECT_EQ(host_f32(*be, model.params().flat_params()), after) << "the abandoned step's hook still updates";
-  model.zero_grads();
-  opt.begin_overlapped_step(1, double(N));
-  model.forward_backward(in.data(), tgt.data(), 1.0 / static_cast<double>(N), 0.0);
-  test::expect_parts(test::error_of([&] { opt.step(2, double(N)); }), {"finishes the overlapped step", "(1, "});
-  opt.step(1, double(N));
-  EXPECT_EQ(opt.adam_steps(), 2);
+  OverlapRun r;
+  r.opt.begin_overlapped_step(0, 0.0);
+  r.forward_backward();
+  r.opt.abandon_overlapped_step();
+  const std::vector<float> after = r.weights();
+  r.forward_backward();
+  EXPECT_EQ(r.weights(), after) << "the abandoned step's hook still updates";
+  r.opt.begin_overlapped_step(1, double(r.N));
+  r.forward_backward();
+  test::expect_parts(test::error_of([&] { r.opt.step(2, double(r.N)); }), {"finishes the overlapped step", "(1, "});
+  r.opt.step(1, double(r.N));
+  EXPECT_EQ(r.opt.adam_steps(), 2);
 }
 
 TEST(OptimizerOverlap, ModelHandsEachParameterOverOnce) {

@@ -1,6 +1,4 @@
-#include <algorithm>
 #include <iostream>
-#include <thread>
 
 #include "cli/commands.h"
 #include "dist/dist_env.h"
